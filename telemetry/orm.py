@@ -1,0 +1,77 @@
+"""Name the ORM relationship behind each lazy-load statement.
+
+SQLAlchemy knows, when it runs a statement, whether it is loading a relationship and which one
+(``ORMExecuteState.is_relationship_load`` and ``loader_strategy_path``). The database span is
+created later, at cursor level, by the SQLAlchemy instrumentation. A ``do_orm_execute`` hook puts
+the relationship into a context variable around the statement, and :class:`OrmRelationshipProcessor`
+copies it onto every database span that starts meanwhile, so an N+1 finding can say
+"``Lead.owner``, fix with ``joinedload(Lead.owner)``".
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from telemetry import vocabulary as v
+
+_current_relationship: ContextVar[str | None] = ContextVar("lab_orm_relationship", default=None)
+_installed = False
+
+
+def track_relationship_loads() -> None:
+    """Listen on every ``Session`` (idempotent): the hook costs nothing for non-relationship loads."""
+    global _installed
+    if _installed:
+        return
+    event.listen(Session, "do_orm_execute", _on_orm_execute)
+    _installed = True
+
+
+def _on_orm_execute(state: ORMExecuteState) -> Any:
+    if not state.is_relationship_load:
+        return None
+    relationship = _relationship_name(state)
+    if relationship is None:
+        return None
+    token = _current_relationship.set(relationship)
+    try:
+        return state.invoke_statement()
+    finally:
+        _current_relationship.reset(token)
+
+
+def _relationship_name(state: ORMExecuteState) -> str | None:
+    path = state.loader_strategy_path
+    if path is None or len(path) < 2:
+        return None
+    prop = path[-1]
+    parent = getattr(prop, "parent", None)
+    class_name = getattr(getattr(parent, "class_", None), "__name__", None)
+    key = getattr(prop, "key", None)
+    if class_name is None or key is None:
+        return None
+    return f"{class_name}.{key}"
+
+
+class OrmRelationshipProcessor(SpanProcessor):
+    """Tags database spans started during a relationship load with ``lab.orm.relationship``."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        relationship = _current_relationship.get()
+        if relationship is not None:
+            span.set_attribute(v.ORM_RELATIONSHIP, relationship)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
