@@ -1,0 +1,1 @@
+"""Deterministic data for the lab: the same seed gives the same rows, on SQLite and PostgreSQL."""

@@ -1,0 +1,43 @@
+"""The lead service's application factory: ``create_app(settings)``.
+
+gunicorn runs it as ``'service.app:create_app()'`` (settings from the environment); tests pass
+their own settings and telemetry.
+"""
+
+from __future__ import annotations
+
+import atexit
+
+from flask import Flask
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+import telemetry
+from service import admin, api, errors, request_scope, site
+from service.config import Settings
+from service.runtime_context import EXTENSION_KEY, LabService
+
+# Health checks poll constantly; tracing them would bury the requests people look at.
+UNTRACED_URLS = "healthz,static/favicon"
+
+
+def create_app(settings: Settings | None = None, *,
+               lab_telemetry: telemetry.LabTelemetry | None = None) -> Flask:
+    settings = settings or Settings()
+    lab_telemetry = lab_telemetry or telemetry.configure(
+        "latency-lab-service", role="service", store_url=settings.resolved_trace_store_url
+    )
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    FlaskInstrumentor().instrument_app(
+        app, tracer_provider=lab_telemetry.tracer_provider, excluded_urls=UNTRACED_URLS
+    )
+    service = LabService.build(settings, lab_telemetry)
+    app.extensions[EXTENSION_KEY] = service
+    errors.init_app(app)
+    request_scope.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(site.bp)
+    atexit.register(lab_telemetry.shutdown)
+    return app

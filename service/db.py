@@ -1,0 +1,72 @@
+"""The application database: engine, per-request sessions, and the simulated network round trip.
+
+The engine is instrumented (one span per statement) and, to imitate a database across the
+network, each statement waits the world's ``db_round_trip_ms`` before it runs, inside its span.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import Base
+
+
+def normalize_url(url: str) -> str:
+    """Let users write ``postgresql://``; the lab speaks psycopg 3."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.removeprefix("postgres://")
+    return url
+
+
+def build_engine(url: str, **kwargs: Any) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def instrument_engine(engine: Engine, tracer_provider: trace.TracerProvider) -> None:
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine, tracer_provider=tracer_provider, enable_commenter=False
+    )
+
+
+def inject_round_trip(engine: Engine, round_trip_ms: Callable[[], float]) -> None:
+    """Make every statement wait one network round trip (registered after instrumentation, so
+    the wait falls inside the statement's span)."""
+
+    def _wait(*_args: Any) -> None:
+        delay_ms = round_trip_ms()
+        if delay_ms > 0:
+            time.sleep(delay_ms / 1000)
+
+    event.listen(engine, "before_cursor_execute", _wait)
+
+
+def create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,117 @@
+"""The side effects the article moves to a queue, as RQ jobs, and the job class that traces them.
+
+Each task takes IDs (never ORM objects) and an ``event_id`` used as the provider's idempotency
+key. The same functions run inline in a request (``async_offload`` off) or in an ``rq`` worker
+process (on); :func:`service.offload.offload_or_call` decides which. A task finds its database
+and HTTP client through the :class:`TaskContext` its process bound at start-up.
+
+:class:`TracedJob` continues the request's trace in the worker: the enqueue span's context
+travels in ``job.meta`` and the job runs inside a ``rq.job`` consumer span beneath it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from rq.job import Job
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import Lead, utcnow
+from service.third_party import ThirdPartyClient
+from telemetry import vocabulary as v
+
+TRACE_META_KEY = "otel"
+
+
+@dataclass
+class TaskContext:
+    """What tasks need in this process."""
+
+    sessions: sessionmaker[Session]
+    third_party: ThirdPartyClient
+    mode: v.CallMode
+    flush: Callable[[], Any] = lambda: None
+
+
+_context: TaskContext | None = None
+
+
+def bind(context: TaskContext) -> None:
+    global _context
+    _context = context
+
+
+def context() -> TaskContext:
+    if _context is None:
+        raise RuntimeError("no TaskContext bound: start workers with `python -m service.worker`")
+    return _context
+
+
+# --- tasks ------------------------------------------------------------------------------------
+def send_owner_email(lead_id: int, event_id: str) -> dict[str, Any]:
+    """Tell the lead's owner about a new or changed lead."""
+    ctx = context()
+    with ctx.sessions() as session:
+        lead = session.get(Lead, lead_id)
+        if lead is None:
+            return {"skipped": f"lead {lead_id} no longer exists"}
+        payload = {"to_user_id": lead.owner_id, "lead_id": lead.id,
+                   "subject": f"Lead update: {lead.company} ({lead.status})"}
+    return ctx.third_party.call(v.Provider.EMAIL, payload, mode=ctx.mode, idempotency_key=event_id)
+
+
+def track_event(name: str, event_id: str, properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send one analytics event (page views, status changes, sign-ups)."""
+    ctx = context()
+    payload = {"event": name, "properties": properties or {}}
+    return ctx.third_party.call(
+        v.Provider.ANALYTICS, payload, mode=ctx.mode, idempotency_key=event_id
+    )
+
+
+def enrich_lead(lead_id: int, event_id: str) -> dict[str, Any]:
+    """Fetch firmographics for a lead and write them back."""
+    ctx = context()
+    with ctx.sessions() as session:
+        lead = session.get(Lead, lead_id)
+        if lead is None:
+            return {"skipped": f"lead {lead_id} no longer exists"}
+        payload = {"lead_id": lead.id, "company": lead.company, "email": lead.email}
+        result = ctx.third_party.call(
+            v.Provider.ENRICHMENT, payload, mode=ctx.mode, idempotency_key=event_id
+        )
+        lead.industry = str(result.get("industry") or "")[:80] or None
+        lead.company_size = str(result.get("company_size") or "")[:40] or None
+        lead.enriched_at = utcnow()
+        session.commit()
+    return result
+
+
+# --- tracing ----------------------------------------------------------------------------------
+class TracedJob(Job):
+    """An RQ job that runs inside a consumer span continuing the enqueuing request's trace."""
+
+    def perform(self) -> Any:
+        parent = propagate.extract(self.meta.get(TRACE_META_KEY) or {})
+        tracer = trace.get_tracer("latency-lab.worker")
+        attributes = {
+            v.JOB_ID: self.id,
+            v.JOB_FUNC: self.func_name or "",
+            v.JOB_QUEUE: self.origin or "",
+        }
+        enqueued_at = self.meta.get("enqueued_at_ns")
+        if enqueued_at is not None:
+            attributes[v.JOB_ENQUEUED_AT] = int(enqueued_at)
+        try:
+            with tracer.start_as_current_span(
+                v.SPAN_JOB, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            ):
+                return super().perform()
+        finally:
+            # RQ's work horse leaves with os._exit: flush now or the job's spans are lost.
+            if _context is not None:
+                _context.flush()

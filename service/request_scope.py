@@ -1,0 +1,115 @@
+"""What happens around every request: its toggles, its accounting, its response headers.
+
+* The effective toggles: the shared state, overridden for this request only by ``X-Lab-Toggles``
+  (loopback or admin token). They go on the server span with the world, so every view can group
+  requests by configuration.
+* The accounting: a :class:`~telemetry.accounting.RequestTally` collects the request's spans; when
+  the response is ready it becomes ``Server-Timing`` and server-span attributes (the trace
+  store's summary row), and ``traceresponse`` names the trace.
+* Caching headers for the edge: with ``edge_cache`` on, public GETs are ``public, s-maxage`` with
+  an ETag (so the edge can revalidate); off, every response is ``no-store``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, g, request
+from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from service.access import is_admin
+from service.errors import ApiError
+from service.runtime_context import lab_service
+from service.toggles import TOGGLE_HEADER, ToggleError, Toggles
+from telemetry import vocabulary as v
+
+UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
+STATIC_MAX_AGE_S = 300
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_begin)
+    app.after_request(_finish)
+    app.teardown_request(_teardown)
+
+
+def current_toggles() -> Toggles:
+    toggles: Toggles = g.toggles
+    return toggles
+
+
+def _begin() -> None:
+    service = lab_service()
+    snapshot = service.state.snapshot()
+    g.toggles = snapshot.toggles
+    g.world = snapshot.world
+    span = trace.get_current_span()
+    context = span.get_span_context()
+    g.trace_id = context.trace_id if context.is_valid else None
+    if g.trace_id is not None:
+        service.telemetry.ledger.open(g.trace_id)
+    override = request.headers.get(TOGGLE_HEADER)
+    if override is not None:
+        if not is_admin(request.remote_addr, request.headers, service.settings.admin_token):
+            raise ApiError(403, f"{TOGGLE_HEADER} needs loopback or the admin token")
+        try:
+            g.toggles = Toggles.parse_override(override, base=snapshot.toggles)
+        except ToggleError as exc:
+            raise ApiError(400, str(exc), header=TOGGLE_HEADER) from exc
+    _describe_configuration(span)
+
+
+def _describe_configuration(span: trace.Span) -> None:
+    toggles: Toggles = g.toggles
+    for name, enabled in toggles.model_dump().items():
+        span.set_attribute(v.TOGGLE_PREFIX + name, enabled)
+    for name, value in g.world.flat().items():
+        span.set_attribute(v.WORLD_PREFIX + name, value)
+    span.set_attribute(v.CONFIG_KEY, toggles.label())
+
+
+def _finish(response: Response) -> Response:
+    service = lab_service()
+    span = trace.get_current_span()
+    tally = service.telemetry.ledger.close(g.trace_id) if g.get("trace_id") else None
+    if tally is not None:
+        span.set_attributes(tally.attributes())
+        response.headers["Server-Timing"] = tally.server_timing()
+    context = span.get_span_context()
+    if context.is_valid:
+        response.headers["traceresponse"] = (
+            f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-"
+            f"{int(context.trace_flags):02x}"
+        )
+    _cache_headers(response, edge_on=bool(g.get("toggles") and g.toggles.edge_cache),
+                   max_age_s=service.settings.edge_max_age_s)
+    return response
+
+
+def _cache_headers(response: Response, *, edge_on: bool, max_age_s: int) -> None:
+    cacheable = (
+        edge_on
+        and request.method in ("GET", "HEAD")
+        and response.status_code == 200
+        and not request.path.startswith(UNCACHED_PREFIXES)
+    )
+    if not cacheable:
+        response.headers["Cache-Control"] = "no-store"
+        return
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = f"public, max-age=60, s-maxage={STATIC_MAX_AGE_S}"
+    else:
+        response.headers["Cache-Control"] = f"public, max-age=0, s-maxage={max_age_s}"
+    # Requests pinned to another configuration must not share the edge's entries.
+    response.vary.add(TOGGLE_HEADER)
+    if not response.is_streamed and not response.direct_passthrough:
+        response.add_etag()
+        response.make_conditional(request)
+
+
+def _teardown(_exc: BaseException | None) -> None:
+    trace_id = g.get("trace_id")
+    if trace_id is not None:
+        lab_service().telemetry.ledger.close(trace_id)
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,116 @@
+"""Everything one service process holds: built once by ``create_app``, reached by the routes.
+
+``LabService`` gathers the settings, telemetry, Redis connection, shared state, database sessions,
+the two in-process caches, the RQ queue and the third-party client, so routes read
+``lab_service().redis_cache`` instead of globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+from rq import Queue
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import jobs
+from service.caches import AppCache, RedisCache
+from service.config import Settings
+from service.db import (
+    build_engine,
+    create_schema,
+    inject_round_trip,
+    instrument_engine,
+    session_factory,
+)
+from service.lead_loader import LoaderStrategy
+from service.offload import QUEUE_NAME
+from service.shared_state import SharedState
+from service.third_party import ThirdPartyClient
+from telemetry import LabTelemetry
+from telemetry import vocabulary as v
+
+EXTENSION_KEY = "latency_lab"
+# Fail open fast: a dead Redis must cost a request milliseconds, not seconds.
+REDIS_SOCKET_TIMEOUT_S = 0.25
+
+
+@dataclass
+class LabService:
+    settings: Settings
+    telemetry: LabTelemetry
+    redis: redis.Redis
+    state: SharedState
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis_cache: RedisCache
+    app_cache: AppCache
+    queue: Queue
+    third_party: ThirdPartyClient
+
+    @property
+    def eager_strategy(self) -> LoaderStrategy:
+        return LoaderStrategy(self.settings.loader_strategy)
+
+    @classmethod
+    def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:
+        if not settings.redis_url:
+            raise RuntimeError(
+                "REDIS_URL is not set: start the lab with `latency-lab up`, "
+                "or point REDIS_URL at a Redis server"
+            )
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+        )
+        state = SharedState(client)
+        engine = build_engine(settings.resolved_database_url)
+        create_schema(engine)
+        instrument_engine(engine, lab_telemetry.tracer_provider)
+        inject_round_trip(engine, lambda: state.world.db_round_trip_ms)
+        tracer = lab_telemetry.tracer
+        sessions = session_factory(engine)
+        third_party = ThirdPartyClient(
+            settings.resolved_thirdparty_url, tracer_provider=lab_telemetry.tracer_provider,
+            timeout_s=lambda: state.world.third_party_timeout_s,
+        )
+        jobs.bind(jobs.TaskContext(sessions=sessions, third_party=third_party,
+                                   mode=v.CallMode.INLINE))
+        return cls(
+            settings=settings,
+            telemetry=lab_telemetry,
+            redis=client,
+            state=state,
+            engine=engine,
+            sessions=sessions,
+            redis_cache=RedisCache(client, ttl_s=settings.redis_cache_ttl_s, tracer=tracer),
+            app_cache=AppCache(ttl_s=settings.app_cache_ttl_s,
+                               generation=lambda: state.snapshot().app_cache_generation,
+                               tracer=tracer),
+            queue=Queue(QUEUE_NAME, connection=client),
+            third_party=third_party,
+        )
+
+    def close(self) -> None:
+        self.state.close()
+        self.third_party.close()
+        self.engine.dispose()
+        self.redis.close()
+
+
+def lab_service() -> LabService:
+    service: LabService = current_app.extensions[EXTENSION_KEY]
+    return service
+
+
+def request_session() -> Session:
+    """The request's session; the request owns commit and rollback, teardown closes it."""
+    from flask import g
+
+    session: Session | None = g.get("db_session")
+    if session is None:
+        session = lab_service().sessions()
+        g.db_session = session
+    return session

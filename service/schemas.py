@@ -1,0 +1,77 @@
+"""Request bodies and query parameters, validated with pydantic; errors name the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from service.models import LeadStatus
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{2,}$")
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+MAX_LIMIT = 500
+
+
+class LeadCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    company: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    contact_name: ShortText
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+    owner_id: int = Field(ge=1, le=2**31 - 1)
+    status: LeadStatus = LeadStatus.NEW
+    score: int = Field(0, ge=0, le=100)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=20
+    )
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=60)],
+                   Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict, max_length=20
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL.match(value):
+            raise ValueError("not a valid email address")
+        return value.lower()
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> Any:
+        return LeadStatus(value) if isinstance(value, str) and value in LeadStatus else value
+
+
+class LeadPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: LeadStatus | None = None
+    score: int | None = Field(None, ge=0, le=100)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> Any:
+        return LeadStatus(value) if isinstance(value, str) and value in LeadStatus else value
+
+
+class LeadListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=10_000_000)
+    status: LeadStatus | None = None
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{"field": "score", "message": "..."}]``."""
+    out = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append({"field": field, "message": message})
+    return out
