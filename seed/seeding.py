@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, inspect, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from tqdm import tqdm
 
 from seed.factories import build_lead, build_tag_names, build_users, seeded
@@ -79,12 +90,25 @@ def seed_database(
         create_schema(engine)
         _seed_meta.create_all(engine)
         _insert_all(engine, leads=leads, users=users, tags=tags, seed=seed, progress=progress)
+        _advance_sequences(engine)
         with engine.begin() as conn:
             conn.execute(seed_table.delete())
             conn.execute(insert(seed_table).values(id=1, description=wanted))
         return SeedReport(leads, users, tags, created=True, description=wanted)
     finally:
         engine.dispose()
+
+
+def _advance_sequences(engine: Engine) -> None:
+    """Rows were inserted with explicit ids: move PostgreSQL's sequences past them."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        for table in ("users", "tags", "leads"):
+            conn.execute(text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+            ))
 
 
 def _current(engine: Engine) -> str | None:

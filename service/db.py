@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,12 +42,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def instrument_engine(engine: Engine, tracer_provider: trace.TracerProvider) -> None:
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine, tracer_provider=tracer_provider, enable_commenter=False
-    )
 
 
 def inject_round_trip(engine: Engine, round_trip_ms: Callable[[], float]) -> None:

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Lead, utcnow
+from service.models import Lead, User, utcnow
 from service.third_party import ThirdPartyClient
 from telemetry import vocabulary as v
 
@@ -59,7 +59,10 @@ def send_owner_email(lead_id: int, event_id: str) -> dict[str, Any]:
         lead = session.get(Lead, lead_id)
         if lead is None:
             return {"skipped": f"lead {lead_id} no longer exists"}
-        payload = {"to_user_id": lead.owner_id, "lead_id": lead.id,
+        owner = session.get(User, lead.owner_id)
+        if owner is None:
+            return {"skipped": f"lead {lead_id} has no owner"}
+        payload = {"to": owner.email, "lead_id": lead.id, "template": "lead-update",
                    "subject": f"Lead update: {lead.company} ({lead.status})"}
     return ctx.third_party.call(v.Provider.EMAIL, payload, mode=ctx.mode, idempotency_key=event_id)
 

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
@@ -61,7 +62,7 @@ class LabError(RuntimeError):
     """The lab could not start, or a part of it died; the message names the part and says why."""
 
 
-class StopRequested(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error
+class StopRequested(BaseException):  # like KeyboardInterrupt: not an Exception
     """SIGINT or SIGTERM arrived: unwind whatever is starting, then stop everything."""
 
     def __init__(self, signum: int) -> None:
@@ -162,9 +163,16 @@ def _gunicorn(name: str, app: str, *, host: str, port: int, threads: int, worker
               probe: Probe) -> ProcessSpec:
     argv = (
         sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
-        "-w", str(workers), "-b", f"{_bind_host(host)}:{port}", app,
+        "-w", str(workers), "-b", f"{_bind_host(host)}:{port}", *_no_control_socket(), app,
     )
     return ProcessSpec(name, argv, probe=probe, port=port)
+
+
+def _no_control_socket() -> tuple[str, ...]:
+    """Gunicorn >= 25.1 opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl):
+    the lab's three servers, and every other lab, would take it from each other."""
+    release = tuple(int(part) for part in version("gunicorn").split(".")[:2] if part.isdigit())
+    return ("--no-control-socket",) if release >= (25, 1) else ()
 
 
 def _streamlit(settings: Settings) -> ProcessSpec:

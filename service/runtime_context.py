@@ -22,12 +22,12 @@ from service.db import (
     build_engine,
     create_schema,
     inject_round_trip,
-    instrument_engine,
     session_factory,
 )
 from service.lead_loader import LoaderStrategy
 from service.offload import QUEUE_NAME
 from service.shared_state import SharedState
+from telemetry.orm import instrument_engine
 from service.third_party import ThirdPartyClient
 from telemetry import LabTelemetry
 from telemetry import vocabulary as v

@@ -41,7 +41,7 @@ class LeadCreate(BaseModel):
     @field_validator("status", mode="before")
     @classmethod
     def _status(cls, value: Any) -> Any:
-        return LeadStatus(value) if isinstance(value, str) and value in LeadStatus else value
+        return _as_status(value)
 
 
 class LeadPatch(BaseModel):
@@ -53,7 +53,7 @@ class LeadPatch(BaseModel):
     @field_validator("status", mode="before")
     @classmethod
     def _status(cls, value: Any) -> Any:
-        return LeadStatus(value) if isinstance(value, str) and value in LeadStatus else value
+        return _as_status(value)
 
 
 class LeadListQuery(BaseModel):
@@ -75,3 +75,10 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
             message = "unknown field"
         out.append({"field": field, "message": message})
     return out
+
+
+def _as_status(value: Any) -> Any:
+    """Strict mode takes enums only; accept their string values from JSON."""
+    if isinstance(value, str) and value in {status.value for status in LeadStatus}:
+        return LeadStatus(value)
+    return value

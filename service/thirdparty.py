@@ -372,7 +372,9 @@ def reset_calls() -> ResponseReturnValue:
 
 @routes.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    healthy = _simulator().shared_state.healthy
+    shared_state = _simulator().shared_state
+    shared_state.snapshot()  # the first read starts this process's shared-state poller
+    healthy = shared_state.healthy
     return jsonify(status="ok" if healthy else "degraded", redis=healthy), 200 if healthy else 503
 
 

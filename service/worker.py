@@ -14,9 +14,10 @@ from rq import Queue, Worker
 import telemetry
 from service import jobs
 from service.config import Settings
-from service.db import build_engine, inject_round_trip, instrument_engine, session_factory
+from service.db import build_engine, inject_round_trip, session_factory
 from service.offload import QUEUE_NAME
 from service.shared_state import SharedState
+from telemetry.orm import instrument_engine
 from service.third_party import ThirdPartyClient
 from telemetry import vocabulary as v
 

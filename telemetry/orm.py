@@ -14,8 +14,16 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.context import Context
+from opentelemetry.instrumentation import sqlalchemy as sqlalchemy_instrumentation
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.instrumentation.sqlalchemy.version import (
+    __version__ as _instrumentation_version,
+)
+from opentelemetry.metrics import get_meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from sqlalchemy import event
+from opentelemetry.semconv.metrics import MetricInstruments
+from opentelemetry.trace import TracerProvider, get_tracer
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from telemetry import vocabulary as v
@@ -75,3 +83,21 @@ class OrmRelationshipProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True
+
+
+def instrument_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
+    """One span per statement on this engine, and on no other.
+
+    ``SQLAlchemyInstrumentor().instrument(engine=...)`` is a process-wide singleton: a second
+    engine cannot be instrumented, and it also wraps ``create_engine`` so every engine made
+    afterwards (the trace store's included) would be traced. The instrumentation's
+    ``EngineTracer`` attaches to exactly the engine given, which is what the lab needs.
+    """
+    tracer = get_tracer(sqlalchemy_instrumentation.__name__, _instrumentation_version,
+                        tracer_provider)
+    meter = get_meter(sqlalchemy_instrumentation.__name__, _instrumentation_version)
+    connections_usage = meter.create_up_down_counter(
+        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE, unit="connections",
+        description="connections in use",
+    )
+    EngineTracer(tracer, engine, connections_usage, False, {}, False)

@@ -1,0 +1,319 @@
+"""Fixtures for the lead service: seeded databases (SQLite, and PostgreSQL when reachable), the
+third-party simulator as a real process, RQ workers as real processes, and an app per test whose
+spans are captured in memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import create_engine, text
+
+import telemetry
+from seed.seeding import seed_database
+from service.app import create_app
+from service.config import Settings
+from service.runtime_context import EXTENSION_KEY
+from service.redis_server import RedisServer, free_port
+from service.shared_state import SharedState
+from service.world import World
+from telemetry import vocabulary as v
+
+SEED_LEADS = 120
+# Tests are about counts, not waiting: a fast world (no injected latency).
+FAST_WORLD = {
+    "db_round_trip_ms": 0.0,
+    "email": {"latency_ms": 1.0, "jitter_ms": 0.0},
+    "analytics": {"latency_ms": 1.0, "jitter_ms": 0.0},
+    "enrichment": {"latency_ms": 1.0, "jitter_ms": 0.0},
+}
+POSTGRES_CANDIDATES = (
+    os.environ.get("LAB_TEST_POSTGRES_URL"),
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+)
+
+
+def wait_http(url: str, *, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None,
+              log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log_file.read_text()[-3000:] if log_file and log_file.exists() else ""
+            raise RuntimeError(f"process for {url} exited ({process.returncode}):\n{tail}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(timeout=5)
+
+
+def lab_env(**values: str) -> dict[str, str]:
+    env = {k: val for k, val in os.environ.items() if not k.startswith(("LAB_", "OTEL_"))}
+    env.pop("REDIS_URL", None)
+    env.update(values)
+    return env
+
+
+def start_process(args: list[str], *, env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+# --- databases --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seed") / "template.db"
+    seed_database(f"sqlite:///{path}", leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False)
+    return path
+
+
+def _reachable_postgres() -> str | None:
+    for url in filter(None, POSTGRES_CANDIDATES):
+        try:
+            engine = create_engine(url, connect_args={"connect_timeout": 2})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+            return url
+        except Exception:
+            continue
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh, seeded PostgreSQL database for this test session, dropped at the end."""
+    admin_url = _reachable_postgres()
+    if admin_url is None:
+        pytest.skip("no PostgreSQL reachable (set LAB_TEST_POSTGRES_URL to run these)")
+    name = f"lab_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    seed_database(url, leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_database")
+        return url
+    path = tmp_path / "lab.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    path = tmp_path / "lab.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+# --- the slow world, made fast ------------------------------------------------------------------
+@pytest.fixture
+def lab_redis(redis_url: str) -> Iterator[str]:
+    """The session's private Redis, emptied, with the fast world in place."""
+    state = SharedState(redis.Redis.from_url(redis_url))
+    state.set_world(World.from_json(FAST_WORLD))
+    state.close()
+    yield redis_url
+
+
+@dataclass
+class ThirdParty:
+    url: str
+
+    def calls(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{self.url}/calls", timeout=5).json()
+        return body
+
+    def delivered(self, provider: v.Provider) -> int:
+        counts = self.calls()["counts"].get(provider.value, {})
+        return int(counts.get("delivered", 0))
+
+    def reset(self) -> None:
+        httpx.delete(f"{self.url}/calls", timeout=5).raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def thirdparty_process(redis_server: RedisServer,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThirdParty]:
+    workdir = tmp_path_factory.mktemp("thirdparty")
+    port = free_port()
+    env = lab_env(REDIS_URL=redis_server.url, LAB_VAR_DIR=str(workdir), OTEL_SDK_DISABLED="true")
+    log_file = workdir / "thirdparty.log"
+    process = start_process(
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "service.thirdparty:create_thirdparty_app()"],
+        env=env, log_file=log_file,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", process=process, log_file=log_file)
+    yield ThirdParty(url)
+    stop_process(process)
+
+
+@pytest.fixture
+def thirdparty(thirdparty_process: ThirdParty, lab_redis: str) -> ThirdParty:
+    """The simulator, with no calls recorded and the fast world seen by its poller."""
+    thirdparty_process.reset()
+    time.sleep(0.3)  # the simulator's shared-state poller (0.2 s) picks up the fast world
+    return thirdparty_process
+
+
+# --- the app ------------------------------------------------------------------------------------
+@dataclass
+class Lab:
+    app: Flask
+    client: FlaskClient
+    spans: InMemorySpanExporter
+    settings: Settings
+
+    def close(self) -> None:
+        self.app.extensions[EXTENSION_KEY].close()
+
+    def get(self, path: str, toggles: str | None = None, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", {})
+        if toggles is not None:
+            headers["X-Lab-Toggles"] = toggles
+        return self.client.get(path, headers=headers, **kwargs)
+
+    def server_span(self, trace_id_hex: str) -> Any:
+        for span in self.spans.get_finished_spans():
+            if f"{span.context.trace_id:032x}" == trace_id_hex and span.kind.name == "SERVER":
+                return span
+        raise AssertionError(f"no server span for trace {trace_id_hex}")
+
+    def statements(self, trace_id_hex: str) -> list[str]:
+        return [
+            str(v.db_statement(span.attributes))
+            for span in self.spans.get_finished_spans()
+            if f"{span.context.trace_id:032x}" == trace_id_hex
+            and v.db_statement(span.attributes) is not None
+        ]
+
+
+def trace_id_of(response: Any) -> str:
+    return str(response.headers["traceresponse"].split("-")[1])
+
+
+def make_lab(database_url: str, redis_url: str, thirdparty_url: str, tmp_path: Path,
+             **overrides: Any) -> Lab:
+    exporter = InMemorySpanExporter()
+    lab_telemetry = telemetry.configure("latency-lab-service-test", role="service",
+                                        processors=[SimpleSpanProcessor(exporter)])
+    values: dict[str, Any] = {"LAB_DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                              "LAB_THIRDPARTY_URL": thirdparty_url, "LAB_VAR_DIR": tmp_path}
+    settings = Settings(**(values | overrides))
+    app = create_app(settings, lab_telemetry=lab_telemetry)
+    return Lab(app=app, client=app.test_client(), spans=exporter, settings=settings)
+
+
+@pytest.fixture
+def lab_factory(database_url: str, lab_redis: str, thirdparty: ThirdParty,
+                tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+    """Build service apps (each as a separate process would be) sharing this test's DB/Redis."""
+    built: list[Lab] = []
+
+    def build(**overrides: Any) -> Lab:
+        built.append(make_lab(database_url, lab_redis, thirdparty.url, tmp_path, **overrides))
+        return built[-1]
+
+    yield build
+    for lab in built:
+        lab.close()
+
+
+@pytest.fixture
+def lab(lab_factory: Callable[..., Lab]) -> Lab:
+    return lab_factory()
+
+
+# --- real service and worker processes -----------------------------------------------------------
+@dataclass
+class ServiceProcess:
+    url: str
+    trace_store_url: str
+
+
+@pytest.fixture
+def process_env(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty,
+                tmp_path: Path) -> dict[str, str]:
+    """Environment for real lab processes sharing this test's database, Redis and store."""
+    return lab_env(
+        LAB_DATABASE_URL=sqlite_url, REDIS_URL=lab_redis, LAB_THIRDPARTY_URL=thirdparty.url,
+        LAB_VAR_DIR=str(tmp_path), LAB_TRACE_STORE_URL=f"sqlite:///{tmp_path / 'traces.db'}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+
+
+@pytest.fixture
+def service_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
+    """The lead service under gunicorn (one worker), as `latency-lab up` runs it."""
+    port = free_port()
+    log_file = tmp_path / "service.log"
+    process = start_process(
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "service.app:create_app()"],
+        env=process_env, log_file=log_file,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", process=process, log_file=log_file)
+        yield ServiceProcess(url, process_env["LAB_TRACE_STORE_URL"])
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def worker_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `rq` worker process for the side-effects queue."""
+    process = start_process([sys.executable, "-m", "service.worker"], env=process_env,
+                            log_file=tmp_path / "worker.log")
+    yield process
+    stop_process(process)
+
+
+def eventually(check: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with its last value otherwise."""
+    deadline = time.monotonic() + timeout_s
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = check()
+    return value

@@ -1,0 +1,98 @@
+"""The article's N+1: statements per request, counted from spans, lazy vs eager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from telemetry import vocabulary as v
+from telemetry.nplusone import Finding
+from tests.service.conftest import Lab, trace_id_of
+
+LIST_SIZES = (1, 10, 50)
+
+
+@pytest.mark.parametrize("size", LIST_SIZES)
+def test_lazy_loading_costs_one_plus_three_n_statements(lab: Lab, size: int) -> None:
+    response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=off")
+
+    assert response.status_code == 200
+    assert len(response.json["leads"]) == size
+    statements = lab.statements(trace_id_of(response))
+    assert len(statements) == 1 + 3 * size
+    assert f'desc="{1 + 3 * size} statements"' in response.headers["Server-Timing"]
+
+
+@pytest.mark.parametrize("size", LIST_SIZES)
+def test_joined_loading_is_one_statement_whatever_the_size(lab: Lab, size: int) -> None:
+    response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
+
+    assert len(lab.statements(trace_id_of(response))) == 1
+    assert 'desc="1 statements"' in response.headers["Server-Timing"]
+
+
+@pytest.mark.parametrize("size", LIST_SIZES)
+def test_selectin_loading_is_four_statements_whatever_the_size(
+    lab_factory: Callable[..., Lab], size: int
+) -> None:
+    selectin = lab_factory(LAB_LOADER_STRATEGY="selectin")
+
+    response = selectin.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
+
+    assert len(selectin.statements(trace_id_of(response))) == 4
+
+
+def test_json_is_identical_lazy_or_eager(lab: Lab) -> None:
+    lazy = lab.get("/api/leads?limit=25&offset=10", toggles="eager_loading=off").json
+    joined = lab.get("/api/leads?limit=25&offset=10", toggles="eager_loading=on").json
+
+    assert lazy == joined
+    assert lazy["leads"][0]["owner"]["name"]
+    assert lazy["leads"][0]["tags"] and lazy["leads"][0]["metadata"]
+
+
+def test_filters_keep_the_statement_count(lab: Lab) -> None:
+    lazy = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=off")
+    eager = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=on")
+
+    leads = lazy.json["leads"]
+    assert leads == eager.json["leads"]
+    assert all(lead["status"] == "new" and "hot" in lead["tags"] for lead in leads)
+    assert len(lab.statements(trace_id_of(lazy))) == 1 + 3 * len(leads)
+    assert len(lab.statements(trace_id_of(eager))) == 1
+
+
+def test_lazy_request_carries_n_plus_one_findings_naming_the_relationships(lab: Lab) -> None:
+    response = lab.get("/api/leads?limit=20", toggles="eager_loading=off")
+
+    span = lab.server_span(trace_id_of(response))
+    findings = Finding.loads(span.attributes[v.REQ_N_PLUS_ONE])
+    assert {f.relationship for f in findings} == {
+        "Lead.owner", "Lead.tags", "Lead.metadata_entries"
+    }
+    assert all(f.count == 20 for f in findings)
+
+
+def test_eager_request_has_no_findings(lab: Lab) -> None:
+    response = lab.get("/api/leads?limit=20", toggles="eager_loading=on")
+
+    span = lab.server_span(trace_id_of(response))
+    assert v.REQ_N_PLUS_ONE not in span.attributes
+
+
+def test_all_statements_are_children_of_the_server_span(lab: Lab) -> None:
+    response = lab.get("/api/leads?limit=5", toggles="eager_loading=off")
+    trace_id = trace_id_of(response)
+    spans = [s for s in lab.spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id]
+    by_id = {s.context.span_id: s for s in spans}
+    server = lab.server_span(trace_id)
+
+    def root_of(span):  # type: ignore[no-untyped-def]
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+        return span
+
+    db_spans = [s for s in spans if v.db_statement(s.attributes) is not None]
+    assert len(db_spans) == 16
+    assert all(root_of(s) is server for s in db_spans)
