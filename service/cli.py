@@ -59,7 +59,7 @@ def describe_settings_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["loc"]:
             name = _environment_name(str(error["loc"][0]))
-            problems.append(f"{name}={error.get('input')}: {message}")
+            problems.append(f"{name}={error.get('input')}: {message.removeprefix(name + ' ')}")
         else:
             problems.append(message)
     return "; ".join(problems)
@@ -151,12 +151,16 @@ def seed(leads: int, seed_value: int, users: int, tags: int, database_url: str |
       latency-lab seed --leads 20000 --seed 7 --reset
       latency-lab seed --database-url postgresql+psycopg://lab:lab@localhost/lab
     """
-    from seed.seeding import SeedConflict, seed_database  # heavy: SQLAlchemy, Faker
+    from sqlalchemy.exc import ArgumentError  # heavy imports: only when seeding
+
+    from seed.seeding import SeedConflict, seed_database
 
     url = database_url or _default_database_url()
     try:
         report = seed_database(url, leads=leads, users=users, tags=tags, seed=seed_value,
                                progress=progress, reset=reset)
+    except ArgumentError as exc:  # not a URL SQLAlchemy can use
+        raise click.BadParameter(str(exc), param_hint="'--database-url'") from None
     except SeedConflict as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # a bad URL or an unreachable database: its own words help most

@@ -38,8 +38,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from enum import StrEnum
@@ -79,7 +78,7 @@ NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracesta
 # The edge's own HTTP server writes Date and Server; passing the service's too would duplicate them.
 NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=2.0)
-CACHE_MAX_BYTES = 256 * 1024 * 1024
+CACHE_MAX_BYTES = 64 * 1024 * 1024
 # Storage lifetime of an entry; freshness is the response's own Cache-Control. Stale entries are
 # kept this long so that their ETag can still be revalidated.
 CACHE_ENTRY_TTL_S = 600.0
@@ -128,7 +127,6 @@ class EdgeCache:
     """The edge's hishel storage: SQLite in memory. Purging swaps in an empty one."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._storage = self._empty_storage()
 
     @staticmethod
@@ -144,8 +142,7 @@ class EdgeCache:
         return self._storage
 
     def purge(self) -> None:
-        with self._lock:
-            self._storage = self._empty_storage()
+        self._storage = self._empty_storage()  # one assignment: atomic for concurrent readers
 
 
 def cache_key(url: str, toggles: Toggles) -> str:
@@ -176,7 +173,6 @@ class DateStampingTransport(httpx.BaseTransport):
 class Forwarded:
     response: httpx.Response
     outcome: EdgeOutcome
-    key_hash: str | None = None
 
 
 class UpstreamError(Exception):
@@ -208,32 +204,32 @@ class Edge:
 
     def forward(self, incoming: Request, decided: RequestToggles) -> Forwarded:
         """Send ``incoming`` on; raises UpstreamError when the service fails to answer."""
-        if not decided.toggles.edge_cache:
-            return Forwarded(self._send(self._direct, incoming, decided), EdgeOutcome.BYPASS)
         url = self.upstream_url + _raw_target(incoming)
+        if not decided.toggles.edge_cache:
+            return Forwarded(self._send(self._direct, incoming, url, decided), EdgeOutcome.BYPASS)
         key = cache_key(url, decided.toggles)
         caching: dict[str, object] = {"caching": {"key": key, "storage": self.cache.storage}}
         if incoming.method not in CACHEABLE_METHODS:
             # Not served from the cache, but passes through it to invalidate its URL's entries.
-            response = self._send(self._cached, incoming, decided, caching)
+            response = self._send(self._cached, incoming, url, decided, caching)
             return Forwarded(response, EdgeOutcome.BYPASS)
         with self._tracer.start_as_current_span(v.cache_span_name(v.CacheLayer.EDGE)) as span:
             span.set_attribute(v.CACHE_LAYER, v.CacheLayer.EDGE.value)
             span.set_attribute(v.CACHE_KEY_HASH, key[:16])
             span.set_attribute(v.CACHE_OUTCOME, v.CacheOutcome.MISS.value)
-            response = self._send(self._cached, incoming, decided, caching)
+            response = self._send(self._cached, incoming, url, decided, caching)
             status = response.extensions.get("caching", {})
             # A revalidated entry is served from the cache, but only after asking the service.
             hit = bool(status.get("from_cache")) and not status.get("revalidated")
             if hit:
                 span.set_attribute(v.CACHE_OUTCOME, v.CacheOutcome.HIT.value)
-        return Forwarded(response, EdgeOutcome.HIT if hit else EdgeOutcome.MISS, key[:16])
+        return Forwarded(response, EdgeOutcome.HIT if hit else EdgeOutcome.MISS)
 
-    def _send(self, client: httpx.Client, incoming: Request, decided: RequestToggles,
+    def _send(self, client: httpx.Client, incoming: Request, url: str, decided: RequestToggles,
               extensions: dict[str, object] | None = None) -> httpx.Response:
         outgoing = client.build_request(
             incoming.method,
-            self.upstream_url + _raw_target(incoming),
+            url,
             headers=_forwarded_headers(incoming, keep_override=decided.admin),
             content=incoming.get_data() or None,
             extensions=extensions,
@@ -264,14 +260,14 @@ def _raw_target(incoming: Request) -> str:
 
 
 def _forwarded_headers(incoming: Request, *, keep_override: bool) -> list[tuple[str, str]]:
-    dropped = NOT_FORWARDED | _connection_tokens(incoming.headers.get("Connection"))
+    dropped = NOT_FORWARDED | {"x-forwarded-for"}
+    dropped |= _connection_tokens(incoming.headers.get("Connection"))
     if not keep_override:
         # The service sees the edge's loopback address: only an admin's override may reach it.
         dropped |= {TOGGLE_HEADER.lower()}
     headers = [(k, val) for k, val in incoming.headers.items() if k.lower() not in dropped]
     forwarded_for = incoming.headers.get("X-Forwarded-For")
     client = incoming.remote_addr or "unknown"
-    headers = [(k, val) for k, val in headers if k.lower() != "x-forwarded-for"]
     headers.append(("X-Forwarded-For", f"{forwarded_for}, {client}" if forwarded_for else client))
     headers.append(("X-Forwarded-Proto", incoming.scheme))
     headers.append(("X-Forwarded-Host", incoming.host))
@@ -312,6 +308,21 @@ def relay(forwarded: Forwarded) -> PassThroughResponse:
     return PassThroughResponse(_body(upstream), status=upstream.status_code, headers=headers)
 
 
+def _body(upstream: httpx.Response) -> Iterable[bytes]:
+    if upstream.request.method == "HEAD" or upstream.status_code in (204, 304):
+        # No body to stream; reading the empty one now completes the cache entry, which a
+        # server skipping the body of a HEAD response would otherwise leave unfinished.
+        try:
+            upstream.read()
+        except httpx.HTTPError as exc:
+            detail = _describe(exc, str(upstream.request.url))
+            raise UpstreamError(502, "service unavailable", detail) from exc
+        finally:
+            upstream.close()
+        return []
+    return _stream(upstream)
+
+
 def server_timing(outcome: EdgeOutcome, upstream: list[str]) -> str:
     """A hit cost nothing behind the edge: the stored timings describe the original request."""
     if outcome is EdgeOutcome.HIT:
@@ -338,7 +349,7 @@ def _trace_response(outcome: EdgeOutcome, upstream: str | None) -> str | None:
     return upstream if upstream.split("-")[1:2] == own.split("-")[1:2] else own
 
 
-def _body(upstream: httpx.Response) -> Iterator[bytes]:
+def _stream(upstream: httpx.Response) -> Iterator[bytes]:
     try:
         yield from upstream.iter_raw()
     except httpx.HTTPError as exc:

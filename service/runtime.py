@@ -452,7 +452,7 @@ class Lab:
             exit_code = 1
         except StopRequested as stop:
             self._stopping = True
-            self.say(f"{stop} received: stopping the lab...")
+            self.say(f"{stop} received: stopping the lab (press Ctrl-C again to kill it now)...")
             exit_code = 0
         except LabError as error:
             self._stopping = True

@@ -110,21 +110,40 @@ def _reachable_postgres() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
-    """A fresh, seeded PostgreSQL database for this test session, dropped at the end."""
+def postgres_template() -> Iterator[tuple[str, str]]:
+    """A seeded PostgreSQL template database for this session: (admin URL, template name)."""
     admin_url = _reachable_postgres()
     if admin_url is None:
         pytest.skip("no PostgreSQL reachable (set LAB_TEST_POSTGRES_URL to run these)")
+    name = f"lab_tpl_{uuid.uuid4().hex[:10]}"
+    _postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
+    seed_database(_database_at(admin_url, name), leads=SEED_LEADS, users=20, tags=30, seed=7,
+                  progress=False)
+    yield admin_url, name
+    _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database(postgres_template: tuple[str, str]) -> Iterator[str]:
+    """A fresh copy of the seeded template for one test (CREATE DATABASE ... TEMPLATE)."""
+    admin_url, template = postgres_template
     name = f"lab_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    seed_database(url, leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    _postgres_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _database_at(admin_url, name)
+    _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _database_at(admin_url: str, name: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _postgres_admin(admin_url: str, statement: str) -> None:
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
