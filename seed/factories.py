@@ -18,15 +18,45 @@ REGIONS = ("emea", "na-east", "na-west", "latam", "apac")
 SOURCES = ("webinar", "ads", "referral", "organic", "event", "partner", "cold-outreach")
 METADATA_KEYS = ("source", "campaign", "region", "utm_medium", "landing_page", "first_touch")
 TAG_WORDS = (
-    "enterprise", "smb", "mid-market", "hot", "cold", "warm", "fintech", "healthcare", "retail",
-    "saas", "manufacturing", "education", "public-sector", "expansion", "renewal", "trial",
-    "demo-booked", "champion", "budget-approved", "competitor", "partner-led", "inbound",
-    "outbound", "priority", "nurture", "event-lead", "webinar", "referral", "churn-risk", "vip",
+    "enterprise",
+    "smb",
+    "mid-market",
+    "hot",
+    "cold",
+    "warm",
+    "fintech",
+    "healthcare",
+    "retail",
+    "saas",
+    "manufacturing",
+    "education",
+    "public-sector",
+    "expansion",
+    "renewal",
+    "trial",
+    "demo-booked",
+    "champion",
+    "budget-approved",
+    "competitor",
+    "partner-led",
+    "inbound",
+    "outbound",
+    "priority",
+    "nurture",
+    "event-lead",
+    "webinar",
+    "referral",
+    "churn-risk",
+    "vip",
 )
 # Funnel shape: most leads are new, few are won.
 STATUS_WEIGHTS = {
-    LeadStatus.NEW: 40, LeadStatus.CONTACTED: 25, LeadStatus.QUALIFIED: 15,
-    LeadStatus.PROPOSAL: 8, LeadStatus.WON: 5, LeadStatus.LOST: 7,
+    LeadStatus.NEW: 40,
+    LeadStatus.CONTACTED: 25,
+    LeadStatus.QUALIFIED: 15,
+    LeadStatus.PROPOSAL: 8,
+    LeadStatus.WON: 5,
+    LeadStatus.LOST: 7,
 }
 EPOCH = datetime(2025, 1, 15)
 
@@ -64,8 +94,9 @@ def build_users(fake: Faker, rng: random.Random, count: int) -> list[UserRow]:
     for user_id in range(1, count + 1):
         name = fake.name()
         local = name.lower().replace(" ", ".").replace("'", "")
-        users.append(UserRow(user_id, name, f"{local}.{user_id}@latencylab.example",
-                             rng.choice(REGIONS)))
+        users.append(
+            UserRow(user_id, name, f"{local}.{user_id}@latencylab.example", rng.choice(REGIONS))
+        )
     return users
 
 

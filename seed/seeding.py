@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from tqdm import tqdm
 
-from seed.factories import build_lead, build_tag_names, build_users, seeded
+from seed.factories import LeadRow, build_lead, build_tag_names, build_users, seeded
 from service.db import build_engine, create_schema
 from service.models import Base, Lead, LeadMetadata, Tag, User, lead_tags
 
@@ -31,7 +31,8 @@ CHUNK = 500
 
 _seed_meta = MetaData()
 seed_table = Table(
-    "lab_seed", _seed_meta,
+    "lab_seed",
+    _seed_meta,
     Column("id", Integer, primary_key=True),
     Column("description", String(200)),
 )
@@ -105,10 +106,12 @@ def _advance_sequences(engine: Engine) -> None:
         return
     with engine.begin() as conn:
         for table in ("users", "tags", "leads"):
-            conn.execute(text(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
-            ))
+            conn.execute(
+                text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+                )
+            )
 
 
 def _current(engine: Engine) -> str | None:
@@ -118,33 +121,56 @@ def _current(engine: Engine) -> str | None:
         return conn.execute(select(seed_table.c.description)).scalar()
 
 
-def _insert_all(engine: Engine, *, leads: int, users: int, tags: int, seed: int,
-                progress: bool) -> None:
+def _insert_all(
+    engine: Engine, *, leads: int, users: int, tags: int, seed: int, progress: bool
+) -> None:
     fake, rng = seeded(seed)
     with engine.begin() as conn:
         conn.execute(insert(User), [u.__dict__ for u in build_users(fake, rng, users)])
-        conn.execute(insert(Tag), [{"id": i, "name": n}
-                                   for i, n in enumerate(build_tag_names(tags), start=1)])
+        conn.execute(
+            insert(Tag),
+            [{"id": i, "name": n} for i, n in enumerate(build_tag_names(tags), start=1)],
+        )
     bar = tqdm(total=leads, unit="lead", desc="seeding", disable=not progress)
     try:
         for start in range(1, leads + 1, CHUNK):
-            rows = [build_lead(fake, rng, i, users=users, tags=tags)
-                    for i in range(start, min(start + CHUNK, leads + 1))]
+            rows = [
+                build_lead(fake, rng, i, users=users, tags=tags)
+                for i in range(start, min(start + CHUNK, leads + 1))
+            ]
             _insert_leads(engine, rows)
             bar.update(len(rows))
     finally:
         bar.close()
 
 
-def _insert_leads(engine: Engine, rows: list) -> None:  # type: ignore[type-arg]
+def _insert_leads(engine: Engine, rows: list[LeadRow]) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(Lead), [
-            {"id": r.id, "owner_id": r.owner_id, "company": r.company,
-             "contact_name": r.contact_name, "email": r.email, "status": r.status,
-             "score": r.score, "created_at": r.created_at, "updated_at": r.created_at}
-            for r in rows
-        ])
-        conn.execute(insert(lead_tags), [{"lead_id": r.id, "tag_id": t}
-                                         for r in rows for t in r.tag_ids])
-        conn.execute(insert(LeadMetadata), [{"lead_id": r.id, "key": k, "value": val}
-                                             for r in rows for k, val in r.metadata.items()])
+        conn.execute(
+            insert(Lead),
+            [
+                {
+                    "id": r.id,
+                    "owner_id": r.owner_id,
+                    "company": r.company,
+                    "contact_name": r.contact_name,
+                    "email": r.email,
+                    "status": r.status,
+                    "score": r.score,
+                    "created_at": r.created_at,
+                    "updated_at": r.created_at,
+                }
+                for r in rows
+            ],
+        )
+        conn.execute(
+            insert(lead_tags), [{"lead_id": r.id, "tag_id": t} for r in rows for t in r.tag_ids]
+        )
+        conn.execute(
+            insert(LeadMetadata),
+            [
+                {"lead_id": r.id, "key": k, "value": val}
+                for r in rows
+                for k, val in r.metadata.items()
+            ],
+        )

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from typing import Protocol
 
 ADMIN_TOKEN_HEADER = "X-Lab-Admin-Token"
 
 
-def presented_token(headers: Mapping[str, str]) -> str | None:
+class HeaderLookup(Protocol):
+    """Anything with ``get(name)``: a dict, werkzeug's ``Headers``, httpx's ``Headers``."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def presented_token(headers: HeaderLookup) -> str | None:
     direct = headers.get(ADMIN_TOKEN_HEADER)
     if direct:
         return direct
-    authorization = headers.get("Authorization", "")
+    authorization = headers.get("Authorization") or ""
     scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
@@ -32,7 +38,7 @@ def is_loopback(remote_addr: str | None) -> bool:
         return False
 
 
-def is_admin(remote_addr: str | None, headers: Mapping[str, str], admin_token: str | None) -> bool:
+def is_admin(remote_addr: str | None, headers: HeaderLookup, admin_token: str | None) -> bool:
     """True when this caller may use ``/admin/*`` and ``X-Lab-Toggles``."""
     if admin_token:
         token = presented_token(headers)

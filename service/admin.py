@@ -22,8 +22,9 @@ def _require_admin() -> None:
     settings = lab_service().settings
     if not is_admin(request.remote_addr, request.headers, settings.admin_token):
         if settings.admin_token:
-            raise ApiError(401, "the admin API needs the admin token "
-                                "(Authorization: Bearer <LAB_ADMIN_TOKEN>)")
+            raise ApiError(
+                401, "the admin API needs the admin token (Authorization: Bearer <LAB_ADMIN_TOKEN>)"
+            )
         raise ApiError(403, "the admin API only answers loopback callers")
 
 

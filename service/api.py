@@ -32,8 +32,12 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 @bp.get("/leads")
 def list_leads() -> ResponseReturnValue:
     params = _list_query()
-    query = LeadQuery(limit=params.limit, offset=params.offset,
-                      status=params.status.value if params.status else None, tag=params.tag)
+    query = LeadQuery(
+        limit=params.limit,
+        offset=params.offset,
+        status=params.status.value if params.status else None,
+        tag=params.tag,
+    )
     key = f"leads:list:{query.limit}:{query.offset}:{query.status or ''}:{query.tag or ''}"
     page = _cached_read(key, lambda: _page_json(query))
     _track_read("leads.list", {"count": len(page["leads"]), "limit": query.limit})
@@ -42,8 +46,10 @@ def list_leads() -> ResponseReturnValue:
 
 @bp.get("/leads/<int:lead_id>")
 def get_lead(lead_id: int) -> ResponseReturnValue:
-    lead = _cached_read(f"leads:detail:{lead_id}", lambda: load_one(
-        lead_id, session=request_session(), strategy=_strategy()))
+    lead = _cached_read(
+        f"leads:detail:{lead_id}",
+        lambda: load_one(lead_id, session=request_session(), strategy=_strategy()),
+    )
     if lead is None:
         raise ApiError(404, f"lead {lead_id} does not exist", field="id")
     _track_read("leads.detail", {"lead_id": lead_id})
@@ -64,8 +70,15 @@ def create_lead() -> ResponseReturnValue:
     session = request_session()
     _require_owner(session, body.owner_id)
     tags = _existing_tags(session, body.tags)
-    lead = Lead(company=body.company, contact_name=body.contact_name, email=body.email,
-                owner_id=body.owner_id, status=body.status.value, score=body.score, tags=tags)
+    lead = Lead(
+        company=body.company,
+        contact_name=body.contact_name,
+        email=body.email,
+        owner_id=body.owner_id,
+        status=body.status.value,
+        score=body.score,
+        tags=tags,
+    )
     lead.metadata_entries = [LeadMetadata(key=k, value=val) for k, val in body.metadata.items()]
     session.add(lead)
     session.commit()
@@ -86,8 +99,11 @@ def update_lead(lead_id: int) -> ResponseReturnValue:
     body = LeadPatch.model_validate(_json_body())
     changes = body.model_dump(exclude_none=True)
     if not changes:
-        raise ApiError(422, "nothing to change: send status and/or score",
-                       fields=[{"field": "body", "message": "expected status or score"}])
+        raise ApiError(
+            422,
+            "nothing to change: send status and/or score",
+            fields=[{"field": "body", "message": "expected status or score"}],
+        )
     session = request_session()
     lead = session.get(Lead, lead_id)
     if lead is None:
@@ -97,8 +113,13 @@ def update_lead(lead_id: int) -> ResponseReturnValue:
         setattr(lead, name, value.value if hasattr(value, "value") else value)
     session.commit()
     _invalidate_caches()
-    outcomes = [_side_effect(jobs.track_event, name="lead.updated",
-                             properties={"lead_id": lead_id, "from": previous, "to": lead.status})]
+    outcomes = [
+        _side_effect(
+            jobs.track_event,
+            name="lead.updated",
+            properties={"lead_id": lead_id, "from": previous, "to": lead.status},
+        )
+    ]
     if lead.status != previous:
         outcomes.append(_side_effect(jobs.send_owner_email, lead_id=lead_id))
     updated = load_one(lead_id, session=_fresh(session), strategy=LoaderStrategy.SELECTIN)
@@ -130,8 +151,13 @@ def _computed(key: str, compute: Any) -> Any:
 def _side_effect(task: Any, **kwargs: Any) -> Outcome:
     """Inline or enqueued: the ``async_offload`` toggle."""
     service = lab_service()
-    return offload_or_call(task, offload=current_toggles().async_offload, queue=service.queue,
-                           tracer=service.telemetry.tracer, **kwargs)
+    return offload_or_call(
+        task,
+        offload=current_toggles().async_offload,
+        queue=service.queue,
+        tracer=service.telemetry.tracer,
+        **kwargs,
+    )
 
 
 def _track_read(name: str, properties: dict[str, Any]) -> None:
@@ -161,22 +187,29 @@ def _list_query() -> LeadListQuery:
 
 def _json_body() -> Any:
     if not request.is_json:
-        raise ApiError(415 if request.data else 400,
-                       "expected a JSON body with Content-Type: application/json")
+        raise ApiError(
+            415 if request.data else 400, "expected a JSON body with Content-Type: application/json"
+        )
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "malformed JSON body")
     if not isinstance(body, dict):
-        raise ApiError(422, "expected a JSON object",
-                       fields=[{"field": "body", "message": "must be an object"}])
+        raise ApiError(
+            422,
+            "expected a JSON object",
+            fields=[{"field": "body", "message": "must be an object"}],
+        )
     return body
 
 
 def _require_owner(session: Session, owner_id: int) -> None:
     owner = session.scalar(select(User.id).where(User.id == owner_id, User.deleted_at.is_(None)))
     if owner is None:
-        raise ApiError(422, "validation failed",
-                       fields=[{"field": "owner_id", "message": f"no sales rep with id {owner_id}"}])
+        raise ApiError(
+            422,
+            "validation failed",
+            fields=[{"field": "owner_id", "message": f"no sales rep with id {owner_id}"}],
+        )
 
 
 def _existing_tags(session: Session, names: list[str]) -> list[Tag]:
@@ -186,8 +219,11 @@ def _existing_tags(session: Session, names: list[str]) -> list[Tag]:
     tags = list(session.scalars(select(Tag).where(Tag.name.in_(wanted))))
     unknown = sorted(set(wanted) - {t.name for t in tags})
     if unknown:
-        raise ApiError(422, "validation failed",
-                       fields=[{"field": "tags", "message": f"unknown tag(s): {', '.join(unknown)}"}])
+        raise ApiError(
+            422,
+            "validation failed",
+            fields=[{"field": "tags", "message": f"unknown tag(s): {', '.join(unknown)}"}],
+        )
     return tags
 
 
@@ -197,6 +233,11 @@ def _fresh(session: Session) -> Session:
 
 
 def _outcomes_json(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
-    return {o.task: {k: val for k, val in (("state", o.state), ("detail", o.detail),
-                                            ("job_id", o.job_id)) if val is not None}
-            for o in outcomes}
+    return {
+        o.task: {
+            k: val
+            for k, val in (("state", o.state), ("detail", o.detail), ("job_id", o.job_id))
+            if val is not None
+        }
+        for o in outcomes
+    }

@@ -20,8 +20,9 @@ from service.runtime_context import EXTENSION_KEY, LabService
 UNTRACED_URLS = "healthz,static/favicon"
 
 
-def create_app(settings: Settings | None = None, *,
-               lab_telemetry: telemetry.LabTelemetry | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, lab_telemetry: telemetry.LabTelemetry | None = None
+) -> Flask:
     settings = settings or Settings()
     lab_telemetry = lab_telemetry or telemetry.configure(
         "latency-lab-service", role="service", store_url=settings.resolved_trace_store_url

@@ -64,7 +64,7 @@ class RedisCache:
             self._store(f"{key}@{generation}", value)
         return value
 
-    def _lookup(self, key: str) -> tuple[int, bytes | None]:
+    def _lookup(self, key: str) -> tuple[int, bytes | str | None]:
         generation = int(self._client.get(L1_GENERATION_KEY) or 0)
         return generation, self._client.get(f"{key}@{generation}")
 
@@ -85,8 +85,9 @@ class RedisCache:
 class AppCache:
     """L2: computed results in this process, dropped when the shared generation moves."""
 
-    def __init__(self, *, ttl_s: int, generation: Callable[[], int], tracer: trace.Tracer,
-                 maxsize: int = 256) -> None:
+    def __init__(
+        self, *, ttl_s: int, generation: Callable[[], int], tracer: trace.Tracer, maxsize: int = 256
+    ) -> None:
         self._entries: TTLCache[str, tuple[int, Any]] = TTLCache(maxsize=maxsize, ttl=ttl_s)
         self._generation = generation
         self._tracer = tracer

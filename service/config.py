@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     loader_strategy: str = Field("joined", alias="LAB_LOADER_STRATEGY")
     max_body_bytes: int = Field(64 * 1024, alias="LAB_MAX_BODY_BYTES", ge=1024)
     trace_retention_hours: float = Field(24.0, alias="LAB_TRACE_RETENTION_HOURS", gt=0)
-    trace_retention_max_spans: int = Field(2_000_000, alias="LAB_TRACE_RETENTION_MAX_SPANS", ge=1000)
+    trace_retention_max_spans: int = Field(
+        2_000_000, alias="LAB_TRACE_RETENTION_MAX_SPANS", ge=1000
+    )
 
     @field_validator("loader_strategy")
     @classmethod

@@ -62,12 +62,18 @@ def send_owner_email(lead_id: int, event_id: str) -> dict[str, Any]:
         owner = session.get(User, lead.owner_id)
         if owner is None:
             return {"skipped": f"lead {lead_id} has no owner"}
-        payload = {"to": owner.email, "lead_id": lead.id, "template": "lead-update",
-                   "subject": f"Lead update: {lead.company} ({lead.status})"}
+        payload = {
+            "to": owner.email,
+            "lead_id": lead.id,
+            "template": "lead-update",
+            "subject": f"Lead update: {lead.company} ({lead.status})",
+        }
     return ctx.third_party.call(v.Provider.EMAIL, payload, mode=ctx.mode, idempotency_key=event_id)
 
 
-def track_event(name: str, event_id: str, properties: dict[str, Any] | None = None) -> dict[str, Any]:
+def track_event(
+    name: str, event_id: str, properties: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Send one analytics event (page views, status changes, sign-ups)."""
     ctx = context()
     payload = {"event": name, "properties": properties or {}}
@@ -101,7 +107,7 @@ class TracedJob(Job):
     def perform(self) -> Any:
         parent = propagate.extract(self.meta.get(TRACE_META_KEY) or {})
         tracer = trace.get_tracer("latency-lab.worker")
-        attributes = {
+        attributes: dict[str, str | int] = {
             v.JOB_ID: self.id,
             v.JOB_FUNC: self.func_name or "",
             v.JOB_QUEUE: self.origin or "",

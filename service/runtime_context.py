@@ -27,10 +27,10 @@ from service.db import (
 from service.lead_loader import LoaderStrategy
 from service.offload import QUEUE_NAME
 from service.shared_state import SharedState
-from telemetry.orm import instrument_engine
 from service.third_party import ThirdPartyClient
 from telemetry import LabTelemetry
 from telemetry import vocabulary as v
+from telemetry.orm import instrument_engine
 
 EXTENSION_KEY = "latency_lab"
 # Fail open fast: a dead Redis must cost a request milliseconds, not seconds.
@@ -62,7 +62,8 @@ class LabService:
                 "or point REDIS_URL at a Redis server"
             )
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            settings.redis_url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
         )
         state = SharedState(client)
@@ -73,11 +74,13 @@ class LabService:
         tracer = lab_telemetry.tracer
         sessions = session_factory(engine)
         third_party = ThirdPartyClient(
-            settings.resolved_thirdparty_url, tracer_provider=lab_telemetry.tracer_provider,
+            settings.resolved_thirdparty_url,
+            tracer_provider=lab_telemetry.tracer_provider,
             timeout_s=lambda: state.world.third_party_timeout_s,
         )
-        jobs.bind(jobs.TaskContext(sessions=sessions, third_party=third_party,
-                                   mode=v.CallMode.INLINE))
+        jobs.bind(
+            jobs.TaskContext(sessions=sessions, third_party=third_party, mode=v.CallMode.INLINE)
+        )
         return cls(
             settings=settings,
             telemetry=lab_telemetry,
@@ -86,9 +89,11 @@ class LabService:
             engine=engine,
             sessions=sessions,
             redis_cache=RedisCache(client, ttl_s=settings.redis_cache_ttl_s, tracer=tracer),
-            app_cache=AppCache(ttl_s=settings.app_cache_ttl_s,
-                               generation=lambda: state.snapshot().app_cache_generation,
-                               tracer=tracer),
+            app_cache=AppCache(
+                ttl_s=settings.app_cache_ttl_s,
+                generation=lambda: state.snapshot().app_cache_generation,
+                tracer=tracer,
+            ),
             queue=Queue(QUEUE_NAME, connection=client),
             third_party=third_party,
         )

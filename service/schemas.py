@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from service.models import LeadStatus
 
@@ -26,10 +33,10 @@ class LeadCreate(BaseModel):
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] = Field(
         default_factory=list, max_length=20
     )
-    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=60)],
-                   Annotated[str, StringConstraints(max_length=200)]] = Field(
-        default_factory=dict, max_length=20
-    )
+    metadata: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=60)],
+        Annotated[str, StringConstraints(max_length=200)],
+    ] = Field(default_factory=dict, max_length=20)
 
     @field_validator("email")
     @classmethod

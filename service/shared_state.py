@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -122,7 +121,7 @@ class SharedState:
         self._stop.set()
 
 
-def _parse(model: type[_Doc], raw: bytes | None, fallback: _Doc) -> _Doc:
+def _parse(model: type[_Doc], raw: bytes | str | None, fallback: _Doc) -> _Doc:
     if raw is None:
         return model()
     try:

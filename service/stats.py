@@ -10,14 +10,20 @@ from sqlalchemy.orm import Session
 
 from service.models import Lead, LeadStatus, Tag, User, lead_tags
 
-FUNNEL = (LeadStatus.NEW, LeadStatus.CONTACTED, LeadStatus.QUALIFIED, LeadStatus.PROPOSAL,
-          LeadStatus.WON)
+FUNNEL = (
+    LeadStatus.NEW,
+    LeadStatus.CONTACTED,
+    LeadStatus.QUALIFIED,
+    LeadStatus.PROPOSAL,
+    LeadStatus.WON,
+)
 TOP_OWNERS = 10
 
 
 def compute_stats(*, session: Session) -> dict[str, Any]:
     by_status = {
-        status: count for status, count in session.execute(
+        status: count
+        for status, count in session.execute(
             select(Lead.status, func.count()).group_by(Lead.status).order_by(Lead.status)
         )
     }
@@ -32,9 +38,12 @@ def compute_stats(*, session: Session) -> dict[str, Any]:
         )
     ]
     by_tag = {
-        name: count for name, count in session.execute(
-            select(Tag.name, func.count()).join(lead_tags, lead_tags.c.tag_id == Tag.id)
-            .group_by(Tag.name).order_by(Tag.name)
+        name: count
+        for name, count in session.execute(
+            select(Tag.name, func.count())
+            .join(lead_tags, lead_tags.c.tag_id == Tag.id)
+            .group_by(Tag.name)
+            .order_by(Tag.name)
         )
     }
     average_score = session.scalar(select(func.avg(Lead.score)))
@@ -46,8 +55,9 @@ def compute_stats(*, session: Session) -> dict[str, Any]:
         "by_tag": by_tag,
         "funnel": _funnel(by_status),
         "average_score": round(float(average_score or 0), 2),
-        "win_rate": _ratio(by_status.get("won", 0),
-                           by_status.get("won", 0) + by_status.get("lost", 0)),
+        "win_rate": _ratio(
+            by_status.get("won", 0), by_status.get("won", 0) + by_status.get("lost", 0)
+        ),
     }
 
 

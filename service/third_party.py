@@ -28,22 +28,35 @@ class ThirdPartyError(RuntimeError):
 
 
 class ThirdPartyClient:
-    def __init__(self, base_url: str, *, tracer_provider: trace.TracerProvider,
-                 timeout_s: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        tracer_provider: trace.TracerProvider,
+        timeout_s: Callable[[], float],
+    ) -> None:
         self._client = httpx.Client(base_url=base_url)
         HTTPXClientInstrumentor().instrument_client(self._client, tracer_provider=tracer_provider)
         self._tracer = tracer_provider.get_tracer("latency-lab.third_party")
         self._timeout_s = timeout_s
 
-    def call(self, provider: v.Provider, payload: dict[str, Any], *, mode: v.CallMode,
-             idempotency_key: str) -> dict[str, Any]:
+    def call(
+        self,
+        provider: v.Provider,
+        payload: dict[str, Any],
+        *,
+        mode: v.CallMode,
+        idempotency_key: str,
+    ) -> dict[str, Any]:
         attributes = {v.THIRD_PARTY_PROVIDER: provider.value, v.THIRD_PARTY_MODE: mode.value}
         with self._tracer.start_as_current_span(
             v.third_party_span_name(provider), kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
                 response = self._client.post(
-                    f"/{provider.value}", json=payload, timeout=self._timeout_s(),
+                    f"/{provider.value}",
+                    json=payload,
+                    timeout=self._timeout_s(),
                     headers={"Idempotency-Key": idempotency_key},
                 )
             except httpx.HTTPError as exc:

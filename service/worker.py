@@ -17,27 +17,35 @@ from service.config import Settings
 from service.db import build_engine, inject_round_trip, session_factory
 from service.offload import QUEUE_NAME
 from service.shared_state import SharedState
-from telemetry.orm import instrument_engine
 from service.third_party import ThirdPartyClient
 from telemetry import vocabulary as v
+from telemetry.orm import instrument_engine
 
 
 def build_worker(settings: Settings) -> Worker:
-    lab = telemetry.configure("latency-lab-worker", role="worker",
-                              store_url=settings.resolved_trace_store_url, set_global=True)
+    lab = telemetry.configure(
+        "latency-lab-worker",
+        role="worker",
+        store_url=settings.resolved_trace_store_url,
+        set_global=True,
+    )
     client = redis.Redis.from_url(_redis_url(settings), socket_timeout=5)
     state = SharedState(client)
     engine = build_engine(settings.resolved_database_url)
     instrument_engine(engine, lab.tracer_provider)
     inject_round_trip(engine, lambda: state.world.db_round_trip_ms)
-    jobs.bind(jobs.TaskContext(
-        sessions=session_factory(engine),
-        third_party=ThirdPartyClient(settings.resolved_thirdparty_url,
-                                     tracer_provider=lab.tracer_provider,
-                                     timeout_s=lambda: state.world.third_party_timeout_s),
-        mode=v.CallMode.OFFLOADED,
-        flush=lab.force_flush,
-    ))
+    jobs.bind(
+        jobs.TaskContext(
+            sessions=session_factory(engine),
+            third_party=ThirdPartyClient(
+                settings.resolved_thirdparty_url,
+                tracer_provider=lab.tracer_provider,
+                timeout_s=lambda: state.world.third_party_timeout_s,
+            ),
+            mode=v.CallMode.OFFLOADED,
+            flush=lab.force_flush,
+        )
+    )
     queue = Queue(QUEUE_NAME, connection=client)
     return Worker([queue], connection=client, job_class=jobs.TracedJob)
 

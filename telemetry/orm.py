@@ -33,7 +33,7 @@ _installed = False
 
 
 def track_relationship_loads() -> None:
-    """Listen on every ``Session`` (idempotent): the hook costs nothing for non-relationship loads."""
+    """Listen on every ``Session`` (idempotent); non-relationship loads pass straight through."""
     global _installed
     if _installed:
         return
@@ -93,11 +93,13 @@ def instrument_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
     afterwards (the trace store's included) would be traced. The instrumentation's
     ``EngineTracer`` attaches to exactly the engine given, which is what the lab needs.
     """
-    tracer = get_tracer(sqlalchemy_instrumentation.__name__, _instrumentation_version,
-                        tracer_provider)
+    tracer = get_tracer(
+        sqlalchemy_instrumentation.__name__, _instrumentation_version, tracer_provider
+    )
     meter = get_meter(sqlalchemy_instrumentation.__name__, _instrumentation_version)
     connections_usage = meter.create_up_down_counter(
-        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE, unit="connections",
+        name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
+        unit="connections",
         description="connections in use",
     )
     EngineTracer(tracer, engine, connections_usage, False, {}, False)

@@ -28,8 +28,8 @@ import telemetry
 from seed.seeding import seed_database
 from service.app import create_app
 from service.config import Settings
-from service.runtime_context import EXTENSION_KEY
 from service.redis_server import RedisServer, free_port
+from service.runtime_context import EXTENSION_KEY
 from service.shared_state import SharedState
 from service.world import World
 from telemetry import vocabulary as v
@@ -49,8 +49,13 @@ POSTGRES_CANDIDATES = (
 )
 
 
-def wait_http(url: str, *, timeout_s: float = 20.0, process: subprocess.Popen[bytes] | None = None,
-              log_file: Path | None = None) -> None:
+def wait_http(
+    url: str,
+    *,
+    timeout_s: float = 20.0,
+    process: subprocess.Popen[bytes] | None = None,
+    log_file: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -82,10 +87,13 @@ def lab_env(**values: str) -> dict[str, str]:
     return env
 
 
-def start_process(args: list[str], *, env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    args: list[str], *, env: dict[str, str], log_file: Path
+) -> subprocess.Popen[bytes]:
     with open(log_file, "ab") as log:
-        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 # --- databases --------------------------------------------------------------------------------
@@ -117,8 +125,9 @@ def postgres_template() -> Iterator[tuple[str, str]]:
         pytest.skip("no PostgreSQL reachable (set LAB_TEST_POSTGRES_URL to run these)")
     name = f"lab_tpl_{uuid.uuid4().hex[:10]}"
     _postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
-    seed_database(_database_at(admin_url, name), leads=SEED_LEADS, users=20, tags=30, seed=7,
-                  progress=False)
+    seed_database(
+        _database_at(admin_url, name), leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False
+    )
     yield admin_url, name
     _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -190,16 +199,30 @@ class ThirdParty:
 
 
 @pytest.fixture(scope="session")
-def thirdparty_process(redis_server: RedisServer,
-                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThirdParty]:
+def thirdparty_process(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ThirdParty]:
     workdir = tmp_path_factory.mktemp("thirdparty")
     port = free_port()
     env = lab_env(REDIS_URL=redis_server.url, LAB_VAR_DIR=str(workdir), OTEL_SDK_DISABLED="true")
     log_file = workdir / "thirdparty.log"
     process = start_process(
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "16", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "service.thirdparty:create_thirdparty_app()"],
-        env=env, log_file=log_file,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "16",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "service.thirdparty:create_thirdparty_app()",
+        ],
+        env=env,
+        log_file=log_file,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", process=process, log_file=log_file)
@@ -251,21 +274,28 @@ def trace_id_of(response: Any) -> str:
     return str(response.headers["traceresponse"].split("-")[1])
 
 
-def make_lab(database_url: str, redis_url: str, thirdparty_url: str, tmp_path: Path,
-             **overrides: Any) -> Lab:
+def make_lab(
+    database_url: str, redis_url: str, thirdparty_url: str, tmp_path: Path, **overrides: Any
+) -> Lab:
     exporter = InMemorySpanExporter()
-    lab_telemetry = telemetry.configure("latency-lab-service-test", role="service",
-                                        processors=[SimpleSpanProcessor(exporter)])
-    values: dict[str, Any] = {"LAB_DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                              "LAB_THIRDPARTY_URL": thirdparty_url, "LAB_VAR_DIR": tmp_path}
+    lab_telemetry = telemetry.configure(
+        "latency-lab-service-test", role="service", processors=[SimpleSpanProcessor(exporter)]
+    )
+    values: dict[str, Any] = {
+        "LAB_DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LAB_THIRDPARTY_URL": thirdparty_url,
+        "LAB_VAR_DIR": tmp_path,
+    }
     settings = Settings(**(values | overrides))
     app = create_app(settings, lab_telemetry=lab_telemetry)
     return Lab(app=app, client=app.test_client(), spans=exporter, settings=settings)
 
 
 @pytest.fixture
-def lab_factory(database_url: str, lab_redis: str, thirdparty: ThirdParty,
-                tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+def lab_factory(
+    database_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path: Path
+) -> Iterator[Callable[..., Lab]]:
     """Build service apps (each as a separate process would be) sharing this test's DB/Redis."""
     built: list[Lab] = []
 
@@ -291,12 +321,16 @@ class ServiceProcess:
 
 
 @pytest.fixture
-def process_env(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty,
-                tmp_path: Path) -> dict[str, str]:
+def process_env(
+    sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path: Path
+) -> dict[str, str]:
     """Environment for real lab processes sharing this test's database, Redis and store."""
     return lab_env(
-        LAB_DATABASE_URL=sqlite_url, REDIS_URL=lab_redis, LAB_THIRDPARTY_URL=thirdparty.url,
-        LAB_VAR_DIR=str(tmp_path), LAB_TRACE_STORE_URL=f"sqlite:///{tmp_path / 'traces.db'}",
+        LAB_DATABASE_URL=sqlite_url,
+        REDIS_URL=lab_redis,
+        LAB_THIRDPARTY_URL=thirdparty.url,
+        LAB_VAR_DIR=str(tmp_path),
+        LAB_TRACE_STORE_URL=f"sqlite:///{tmp_path / 'traces.db'}",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
 
@@ -307,9 +341,22 @@ def service_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[Ser
     port = free_port()
     log_file = tmp_path / "service.log"
     process = start_process(
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "service.app:create_app()"],
-        env=process_env, log_file=log_file,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{port}",
+            "service.app:create_app()",
+        ],
+        env=process_env,
+        log_file=log_file,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -320,15 +367,20 @@ def service_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[Ser
 
 
 @pytest.fixture
-def worker_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker_process(
+    process_env: dict[str, str], tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real `rq` worker process for the side-effects queue."""
-    process = start_process([sys.executable, "-m", "service.worker"], env=process_env,
-                            log_file=tmp_path / "worker.log")
+    process = start_process(
+        [sys.executable, "-m", "service.worker"], env=process_env, log_file=tmp_path / "worker.log"
+    )
     yield process
     stop_process(process)
 
 
-def eventually(check: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+def eventually(
+    check: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.05
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail with its last value otherwise."""
     deadline = time.monotonic() + timeout_s
     value = check()

@@ -6,8 +6,12 @@ import pytest
 
 from tests.service.conftest import Lab
 
-VALID = {"company": "Umbrella", "contact_name": "Alice Abernathy",
-         "email": "alice@umbrella.example", "owner_id": 4}
+VALID = {
+    "company": "Umbrella",
+    "contact_name": "Alice Abernathy",
+    "email": "alice@umbrella.example",
+    "owner_id": 4,
+}
 
 
 def test_list_has_total_and_respects_limit_and_offset(lab: Lab) -> None:
@@ -30,10 +34,17 @@ def test_page_past_the_end_is_empty_but_keeps_the_total(lab: Lab) -> None:
     assert body["total"] == 120
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"),
-    ("offset=-1", "offset"), ("status=pending", "status"), ("color=red", "color"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("status=pending", "status"),
+        ("color=red", "color"),
+    ],
+)
 def test_bad_query_parameters_get_400_naming_the_field(lab: Lab, query: str, field: str) -> None:
     response = lab.get(f"/api/leads?{query}")
 
@@ -49,8 +60,9 @@ def test_unknown_lead_is_404(lab: Lab) -> None:
 
 
 def test_create_returns_the_lead_with_relationships(lab: Lab) -> None:
-    response = lab.client.post("/api/leads", json={**VALID, "tags": ["hot", "vip"],
-                                                   "metadata": {"source": "ads"}})
+    response = lab.client.post(
+        "/api/leads", json={**VALID, "tags": ["hot", "vip"], "metadata": {"source": "ads"}}
+    )
 
     assert response.status_code == 201
     lead = response.json
@@ -60,18 +72,22 @@ def test_create_returns_the_lead_with_relationships(lab: Lab) -> None:
     assert lab.get(f"/api/leads/{lead['id']}").json["company"] == "Umbrella"
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"email": "not-an-email"}, "email"),
-    ({"owner_id": 999}, "owner_id"),
-    ({"owner_id": "4"}, "owner_id"),
-    ({"score": 101}, "score"),
-    ({"status": "pending"}, "status"),
-    ({"tags": ["no-such-tag"]}, "tags"),
-    ({"company": ""}, "company"),
-    ({"admin": True}, "admin"),
-])
-def test_invalid_leads_get_422_naming_the_field(lab: Lab, change: dict[str, object],
-                                               field: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"owner_id": 999}, "owner_id"),
+        ({"owner_id": "4"}, "owner_id"),
+        ({"score": 101}, "score"),
+        ({"status": "pending"}, "status"),
+        ({"tags": ["no-such-tag"]}, "tags"),
+        ({"company": ""}, "company"),
+        ({"admin": True}, "admin"),
+    ],
+)
+def test_invalid_leads_get_422_naming_the_field(
+    lab: Lab, change: dict[str, object], field: str
+) -> None:
     before = lab.get("/api/leads?limit=1").json["total"]
 
     response = lab.client.post("/api/leads", json={**VALID, **change})
@@ -106,14 +122,23 @@ def test_stats_add_up(lab: Lab) -> None:
 
     assert stats["total"] == 120
     assert sum(stats["by_status"].values()) == 120
-    assert stats["funnel"][0] == {"stage": "new",
-                                  "reached": 120 - stats["by_status"].get("lost", 0)}
+    assert stats["funnel"][0] == {
+        "stage": "new",
+        "reached": 120 - stats["by_status"].get("lost", 0),
+    }
     assert 0 <= stats["average_score"] <= 100
 
 
 def test_every_response_has_server_timing_and_traceresponse(lab: Lab) -> None:
-    for path in ("/api/leads?limit=2", "/api/leads/1", "/api/stats", "/", "/api/leads/0",
-                 "/static/app.js", "/openapi.json"):
+    for path in (
+        "/api/leads?limit=2",
+        "/api/leads/1",
+        "/api/stats",
+        "/",
+        "/api/leads/0",
+        "/static/app.js",
+        "/openapi.json",
+    ):
         response = lab.get(path)
         assert "db;dur=" in response.headers["Server-Timing"], path
         assert response.headers["traceresponse"].startswith("00-"), path
@@ -134,8 +159,15 @@ def test_openapi_describes_every_route(lab: Lab) -> None:
     document = lab.get("/openapi.json").json
 
     assert document["openapi"].startswith("3.")
-    assert {"/api/leads", "/api/leads/{lead_id}", "/api/stats", "/admin/toggles", "/admin/world",
-            "/healthz", "/"} <= set(document["paths"])
+    assert {
+        "/api/leads",
+        "/api/leads/{lead_id}",
+        "/api/stats",
+        "/admin/toggles",
+        "/admin/world",
+        "/healthz",
+        "/",
+    } <= set(document["paths"])
     assert "LeadCreate" in document["components"]["schemas"]
 
 

@@ -16,8 +16,13 @@ from tests.service.conftest import (
     trace_id_of,
 )
 
-NEW_LEAD = {"company": "Initech", "contact_name": "Peter Gibbons",
-            "email": "peter@initech.example", "owner_id": 3, "tags": ["hot"]}
+NEW_LEAD = {
+    "company": "Initech",
+    "contact_name": "Peter Gibbons",
+    "email": "peter@initech.example",
+    "owner_id": 3,
+    "tags": ["hot"],
+}
 
 
 def _statements(response: object) -> str:
@@ -83,7 +88,10 @@ def test_l2_is_invalidated_by_a_write_in_the_same_process(lab: Lab) -> None:
 
 
 def test_l2_is_invalidated_in_another_process_within_a_second(
-    service_process: ServiceProcess, sqlite_url: str, lab_redis: str, thirdparty: ThirdParty,
+    service_process: ServiceProcess,
+    sqlite_url: str,
+    lab_redis: str,
+    thirdparty: ThirdParty,
     tmp_path: Path,
 ) -> None:
     headers = {"X-Lab-Toggles": "app_cache=on"}
@@ -97,8 +105,11 @@ def test_l2_is_invalidated_in_another_process_within_a_second(
     writer.close()
     written_at = time.monotonic()
     fresh = eventually(
-        lambda: (r := httpx.get(f"{other}/api/stats", headers=headers)).json()["total"] == total + 1
-        and r, timeout_s=3.0,
+        lambda: (
+            (r := httpx.get(f"{other}/api/stats", headers=headers)).json()["total"] == total + 1
+            and r
+        ),
+        timeout_s=3.0,
     )
 
     assert fresh, "the other process kept serving the stale total"

@@ -69,7 +69,9 @@ def test_lazy_request_carries_n_plus_one_findings_naming_the_relationships(lab: 
     span = lab.server_span(trace_id_of(response))
     findings = Finding.loads(span.attributes[v.REQ_N_PLUS_ONE])
     assert {f.relationship for f in findings} == {
-        "Lead.owner", "Lead.tags", "Lead.metadata_entries"
+        "Lead.owner",
+        "Lead.tags",
+        "Lead.metadata_entries",
     }
     assert all(f.count == 20 for f in findings)
 

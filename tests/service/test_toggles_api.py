@@ -13,8 +13,13 @@ from tests.service.conftest import Lab, ServiceProcess, eventually
 def test_toggles_default_to_the_articles_before(lab: Lab) -> None:
     body = lab.client.get("/admin/toggles").json
 
-    assert body["toggles"] == {"eager_loading": False, "redis_cache": False, "app_cache": False,
-                               "edge_cache": False, "async_offload": False}
+    assert body["toggles"] == {
+        "eager_loading": False,
+        "redis_cache": False,
+        "app_cache": False,
+        "edge_cache": False,
+        "async_offload": False,
+    }
 
 
 def test_put_changes_only_the_named_toggles(lab: Lab) -> None:
@@ -25,12 +30,15 @@ def test_put_changes_only_the_named_toggles(lab: Lab) -> None:
     assert lab.client.get("/admin/toggles").json == body
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    ({"warp_drive": True}, "unknown toggle(s) warp_drive"),
-    ({"eager_loading": "yes"}, "'eager_loading' must be true or false"),
-    ({"eager_loading": 1}, "'eager_loading' must be true or false"),
-    ([True], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"warp_drive": True}, "unknown toggle(s) warp_drive"),
+        ({"eager_loading": "yes"}, "'eager_loading' must be true or false"),
+        ({"eager_loading": 1}, "'eager_loading' must be true or false"),
+        ([True], "expected a JSON object"),
+    ],
+)
 def test_bad_toggles_get_400_naming_the_problem(lab: Lab, payload: object, message: str) -> None:
     response = lab.client.put("/admin/toggles", json=payload)
 
@@ -47,8 +55,11 @@ def test_bad_override_header_gets_400(lab: Lab) -> None:
 
 
 def test_override_header_from_elsewhere_is_refused(lab: Lab) -> None:
-    response = lab.client.get("/api/leads", headers={"X-Lab-Toggles": "eager_loading=on"},
-                              environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    response = lab.client.get(
+        "/api/leads",
+        headers={"X-Lab-Toggles": "eager_loading=on"},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
 
     assert response.status_code == 403
 
@@ -63,11 +74,14 @@ def test_admin_token_is_required_when_set(lab_factory) -> None:  # type: ignore[
     assert right.status_code == 200
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"db_round_trip_ms": -1}, "db_round_trip_ms"),
-    ({"analytics": {"failure_rate": 2}}, "analytics.failure_rate"),
-    ({"gravity": 9.81}, "gravity"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"db_round_trip_ms": -1}, "db_round_trip_ms"),
+        ({"analytics": {"failure_rate": 2}}, "analytics.failure_rate"),
+        ({"gravity": 9.81}, "gravity"),
+    ],
+)
 def test_bad_world_values_get_400_naming_the_field(lab: Lab, payload: object, field: str) -> None:
     response = lab.client.put("/admin/world", json=payload)
 

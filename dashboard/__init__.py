@@ -1,0 +1,1 @@
+"""The Latency Lab dashboard (Streamlit + plotly) and the load generator it drives."""

@@ -1,0 +1,368 @@
+"""`latency-lab up`: start-up order, readiness errors, and stopping with no process left behind.
+
+The supervisor tests use small stand-in processes (fast, and able to misbehave on purpose); the
+last tests run the real lab as a user would, as a subprocess with its own Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import redis
+
+from service import runtime
+from service.config import Settings
+from service.redis_server import free_port
+from service.runtime import (
+    HttpProbe,
+    Lab,
+    LabError,
+    LabOptions,
+    ProcessSpec,
+    Supervisor,
+    check_ports_free,
+    child_environment,
+    lab_tiers,
+    redact_url,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SLEEP = "import time\nwhile True: time.sleep(1)"
+
+
+def python(code: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", textwrap.dedent(code))
+
+
+def gone(pids: set[int]) -> bool:
+    """True when none of these processes runs any more (a zombie awaiting its reaper is gone)."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+def wait_for(check: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _no_lab_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings built here see only what each test gives them."""
+    for name in list(os.environ):
+        if name.startswith("LAB_") or name == "REDIS_URL":
+            monkeypatch.delenv(name)
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings from these values (by environment name) and the defaults."""
+    return Settings(**values)
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """Our environment without any lab settings (and without REDIS_URL), plus ``values``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LAB_", "OTEL_")) and k != "REDIS_URL"}
+    env.update(values)
+    return env
+
+
+# --- what runs, in which order ------------------------------------------------------------------
+def test_tiers_start_dependencies_first_with_the_configured_sizes(tmp_path: Path) -> None:
+    settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_SERVICE_WORKERS=3, LAB_RQ_WORKERS=2,
+                        LAB_EDGE_PORT=9100, LAB_SERVICE_PORT=9101, LAB_THIRDPARTY_PORT=9102)
+    tiers = lab_tiers(settings, LabOptions(dashboard=False), "redis://127.0.0.1:1/0")
+
+    assert [[spec.name for spec in tier] for tier in tiers] == [
+        ["thirdparty"], ["service", "worker-1", "worker-2"], ["edge"],
+    ]
+    service = tiers[1][0]
+    assert "service.app:create_app()" in service.argv
+    assert service.argv[service.argv.index("-w") + 1] == "3"
+    assert service.argv[service.argv.index("-b") + 1] == "127.0.0.1:9101"
+    assert repr(tiers[2][0].probe) == "http://127.0.0.1:9100/edge/healthz"
+    assert repr(tiers[0][0].probe) == "http://127.0.0.1:9102/healthz"
+
+
+def test_dashboard_starts_only_when_its_app_exists(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "dashboard" / "app.py"
+    monkeypatch.setattr(runtime, "dashboard_script", lambda: script)
+    settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_DASHBOARD_PORT=9200)
+
+    assert "dashboard" not in [s.name for s in lab_tiers(settings, LabOptions(), "")[-1]]
+    script.parent.mkdir()
+    script.write_text("")
+    dashboard = lab_tiers(settings, LabOptions(), "")[-1][-1]
+    assert dashboard.name == "dashboard"
+    assert str(script) in dashboard.argv and "9200" in dashboard.argv
+    assert "dashboard" not in [s.name for s in lab_tiers(settings, LabOptions(dashboard=False),
+                                                         "")[-1]]
+
+
+def test_children_learn_where_everything_is(tmp_path: Path) -> None:
+    settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_SERVICE_PORT=9301, LAB_THIRDPARTY_PORT=9302)
+    env = child_environment(settings, "redis://127.0.0.1:6390/0", base={"PATH": "/bin"})
+
+    assert env["PATH"] == "/bin"
+    assert env["REDIS_URL"] == "redis://127.0.0.1:6390/0"
+    assert env["LAB_VAR_DIR"] == str(tmp_path)
+    assert env["LAB_SERVICE_URL"] == "http://127.0.0.1:9301"
+    assert env["LAB_THIRDPARTY_URL"] == "http://127.0.0.1:9302"
+    assert env["LAB_SERVICE_PORT"] == "9301"
+
+
+def test_a_taken_port_is_refused_naming_the_setting_to_change() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = ProcessSpec("edge", ("true",), port=port)
+        with pytest.raises(LabError, match=rf"port {port} .* edge, is in use.*LAB_EDGE_PORT"):
+            check_ports_free("127.0.0.1", [spec])
+    with pytest.raises(LabError, match="edge and service are both set to port 9400"):
+        check_ports_free("127.0.0.1", [ProcessSpec("service", ("true",), port=9400),
+                                       ProcessSpec("edge", ("true",), port=9400)])
+
+
+def test_passwords_are_not_printed() -> None:
+    assert redact_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact_url("postgresql://lab:pw@db/lab") == "postgresql://lab:***@db/lab"
+    assert redact_url("sqlite:////tmp/lab.db") == "sqlite:////tmp/lab.db"
+
+
+# --- the supervisor with stand-in processes ------------------------------------------------------
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+    sup = Supervisor(tmp_path / "log", clean_env())
+    yield sup
+    sup.stop(grace_s=1)
+
+
+def test_a_child_dying_during_start_up_is_named_with_its_log(supervisor: Supervisor) -> None:
+    spec = ProcessSpec("thirdparty", python("import sys\nprint('cannot bind 8002')\nsys.exit(3)"),
+                       probe=lambda pid: False)
+    process = supervisor.spawn(spec)
+
+    with pytest.raises(LabError) as error:
+        supervisor.wait_ready([process], timeout_s=20)
+    message = str(error.value)
+    assert f"thirdparty (pid {process.pid}) exited (3) during start-up" in message
+    assert "cannot bind 8002" in message and "thirdparty.log" in message
+
+
+def test_a_child_never_ready_is_named_after_the_timeout(supervisor: Supervisor) -> None:
+    spec = ProcessSpec("edge", python(f"print('booting')\n{SLEEP}"),
+                       probe=HttpProbe(f"http://127.0.0.1:{free_port()}/edge/healthz"))
+    process = supervisor.spawn(spec)
+
+    with pytest.raises(LabError, match=r"edge \(pid \d+\) was not ready after 1 s.*/edge/healthz"):
+        supervisor.wait_ready([process], timeout_s=1)
+
+
+def test_stop_leaves_no_descendant_behind(supervisor: Supervisor, tmp_path: Path) -> None:
+    # A stubborn parent (ignores SIGTERM) with a child in its group and a "work horse" that, like
+    # RQ's, moved to a process group of its own: none of them may outlive stop().
+    family = python(f"""
+        import signal, subprocess, sys
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sleeper = [sys.executable, "-c", {SLEEP!r}]
+        same_group = subprocess.Popen(sleeper)
+        horse = subprocess.Popen(sleeper, process_group=0)
+        print(same_group.pid, horse.pid, flush=True)
+        while True:
+            signal.pause()
+    """)
+    process = supervisor.spawn(ProcessSpec("worker-1", family))
+    log = process.log_path
+    wait_for(lambda: log.read_text().strip(), 10, "the stand-in to report its children")
+    pids = {process.pid, *map(int, log.read_text().split())}
+    assert not gone(pids)
+
+    started = time.monotonic()
+    supervisor.stop(grace_s=1)
+
+    assert gone(pids)
+    assert time.monotonic() - started < 8
+    assert supervisor.running == []
+
+
+# --- the Lab's life, with stand-in processes -----------------------------------------------------
+@dataclass
+class StandInLab:
+    """Builds Labs on the session's Redis whose processes are an HTTP server plus one script."""
+
+    settings: Settings
+    port: int
+    second: str = SLEEP
+    warnings: list[str] = field(default_factory=list)
+
+    def tiers(self, settings: Settings, options: LabOptions, redis: str) -> list[list[ProcessSpec]]:
+        web = ProcessSpec("thirdparty", (sys.executable, "-m", "http.server", str(self.port),
+                                         "--bind", "127.0.0.1"),
+                          probe=HttpProbe(f"http://127.0.0.1:{self.port}/"), port=self.port)
+        return [[web], [ProcessSpec("service", python(self.second))]]
+
+    def build(self, second: str) -> Lab:
+        self.second = second
+        return Lab(self.settings, LabOptions(stop_grace_s=2), say=lambda message: None,
+                   warn=self.warnings.append)
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> StandInLab:
+    stand_in = StandInLab(make_settings(LAB_VAR_DIR=tmp_path / "var", REDIS_URL=redis_url),
+                          free_port())
+    monkeypatch.setattr(runtime, "lab_tiers", stand_in.tiers)
+    monkeypatch.setattr(Lab, "_seed", lambda self: None)
+    return stand_in
+
+
+def test_sigterm_stops_the_lab_and_exits_0(stand_in: StandInLab) -> None:
+    lab = stand_in.build(SLEEP)
+    lab_json = lab.settings.var_dir / "lab.json"
+    seen: dict[str, int] = {}
+
+    def terminate_when_up() -> None:
+        wait_for(lab_json.exists, 30, "lab.json")
+        seen.update(json.loads(lab_json.read_text())["processes"])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_up, daemon=True).start()
+    assert lab.run() == 0
+
+    assert set(seen) == {"thirdparty", "service"}
+    assert gone(set(seen.values()))
+    assert not lab_json.exists()
+
+
+def test_a_child_dying_while_running_stops_everything_and_exits_1(stand_in: StandInLab) -> None:
+    lab = stand_in.build("import sys, time\ntime.sleep(1)\nprint('out of memory')\nsys.exit(9)")
+
+    assert lab.run() == 1
+
+    failure = "\n".join(stand_in.warnings)
+    assert "service (pid" in failure and "exited (9) while the lab was running" in failure
+    assert "out of memory" in failure
+    assert not (lab.settings.var_dir / "lab.json").exists()
+    assert lab.supervisor is not None and lab.supervisor.running == []
+
+
+# --- the real thing ------------------------------------------------------------------------------
+def test_exposed_host_without_token_refuses_to_start(tmp_path: Path) -> None:
+    env = clean_env(LAB_VAR_DIR=str(tmp_path / "var"), LAB_HOST="0.0.0.0")
+    done = subprocess.run([sys.executable, "-m", "service.cli", "up", "--no-dashboard"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert "LAB_HOST=0.0.0.0" in done.stderr and "set LAB_ADMIN_TOKEN" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.fixture
+def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
+    """`latency-lab up` with its own Redis, a small seed and free ports, as a user runs it."""
+    var = tmp_path / "var"
+    env = clean_env(LAB_VAR_DIR=str(var), LAB_EDGE_PORT=str(free_port()),
+                    LAB_SERVICE_PORT=str(free_port()), LAB_THIRDPARTY_PORT=str(free_port()),
+                    LAB_DASHBOARD_PORT=str(free_port()), OTEL_BSP_SCHEDULE_DELAY="100")
+    with open(tmp_path / "stdout.txt", "wb") as out, open(tmp_path / "stderr.txt", "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "up", "--no-dashboard", "--workers", "1",
+             "--rq-workers", "1", "--seed-leads", "50"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=err,
+        )
+    try:
+        yield process, env, tmp_path
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], tmp_path: Path) -> dict[str, object]:
+    stdout = tmp_path / "stdout.txt"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"`latency-lab up` exited ({process.returncode}):\n{stdout.read_text()}\n"
+                f"{(tmp_path / 'stderr.txt').read_text()}"
+            )
+        return "Press Ctrl-C to stop." in stdout.read_text()
+
+    wait_for(up, 150, "the lab to print its URLs")
+    info: dict[str, object] = json.loads((tmp_path / "var" / "lab.json").read_text())
+    return info
+
+
+def _process_tree(pids: set[int]) -> set[int]:
+    tree = set(pids)
+    for pid in pids:
+        tree |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    return tree
+
+
+def test_up_serves_every_url_and_ctrl_c_stops_every_process(
+        lab_process: tuple[subprocess.Popen[bytes], dict[str, str], Path]) -> None:
+    process, env, tmp_path = lab_process
+    info = _wait_until_up(process, tmp_path)
+    urls: dict[str, str] = info["urls"]  # type: ignore[assignment]
+    started: dict[str, int] = info["processes"]  # type: ignore[assignment]
+
+    printed = (tmp_path / "stdout.txt").read_text()
+    for name in ("edge", "service", "thirdparty", "redis", "trace_store"):
+        assert urls[name] in printed
+    assert info["pid"] == process.pid
+    assert set(started) == {"thirdparty", "service", "worker-1", "edge", "redis"}
+
+    for url in (f"{urls['edge']}/edge/healthz", f"{urls['edge']}/", f"{urls['service']}/healthz",
+                f"{urls['thirdparty']}/healthz"):
+        assert httpx.get(url, timeout=10).status_code == 200, url
+    leads = httpx.get(f"{urls['edge']}/api/leads?limit=5", timeout=30)
+    assert leads.status_code == 200
+    assert leads.json()["total"] == 50  # --seed-leads 50
+    with redis.Redis.from_url(urls["redis"]) as client:
+        assert client.ping()
+
+    toggled = subprocess.run([sys.executable, "-m", "service.cli", "toggles", "eager_loading=on"],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert toggled.returncode == 0, toggled.stderr
+    assert "eager_loading  on" in toggled.stdout
+    assert httpx.get(f"{urls['service']}/admin/toggles").json()["toggles"]["eager_loading"]
+
+    everything = _process_tree({process.pid, *started.values()})
+    gunicorn_masters = [started[name] for name in ("thirdparty", "service", "edge")]
+    assert all(psutil.Process(pid).children() for pid in gunicorn_masters)  # workers included
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    wait_for(lambda: gone(everything), 15, "every process of the lab to end")
+    assert not (tmp_path / "var" / "lab.json").exists()
+    assert "The lab has stopped." in (tmp_path / "stdout.txt").read_text()
