@@ -79,6 +79,7 @@ class LoadSpec:
     rate_per_s: float | None = None  # None: as fast as the workers go
     mix: dict[Endpoint, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     list_limit: int = 100
+    list_offsets: tuple[int, ...] = (0, 0, 0, 100, 200)  # the first page is the hot one
     max_lead_id: int = 5000
     max_owner_id: int = 50
     toggles: str | None = None  # X-Lab-Toggles for every request (pinned configuration)
@@ -290,7 +291,7 @@ class LoadGenerator:
     def _request_for(self, endpoint: Endpoint, ticket: int) -> tuple[str, str, object]:
         rng = random.Random(self.spec.seed * 1_000_003 + ticket)
         if endpoint is Endpoint.LIST:
-            offset = rng.choice((0, 0, 0, 100, 200))  # hot first page, as real traffic has
+            offset = rng.choice(self.spec.list_offsets)
             return "GET", f"/api/leads?limit={self.spec.list_limit}&offset={offset}", None
         if endpoint is Endpoint.DETAIL:
             lead_id = min(self.spec.max_lead_id, int(rng.paretovariate(1.2)))  # a few hot leads

@@ -14,6 +14,9 @@ import redis
 
 from service.redis_server import RedisServer
 
+# The lab's fixtures (databases, simulator, service and worker processes) for every test folder.
+pytest_plugins = ["tests.lab_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import Lab
+from tests.lab_fixtures import Lab
 
 VALID = {
     "company": "Umbrella",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import (
+from tests.lab_fixtures import (
     Lab,
     ServiceProcess,
     ThirdParty,

@@ -8,7 +8,7 @@ import pytest
 
 from telemetry import vocabulary as v
 from telemetry.nplusone import Finding
-from tests.service.conftest import Lab, trace_id_of
+from tests.lab_fixtures import Lab, trace_id_of
 
 LIST_SIZES = (1, 10, 50)
 

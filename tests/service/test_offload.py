@@ -8,7 +8,7 @@ import pytest
 
 from telemetry import vocabulary as v
 from telemetry.store import TraceStore
-from tests.service.conftest import (
+from tests.lab_fixtures import (
     Lab,
     ThirdParty,
     eventually,

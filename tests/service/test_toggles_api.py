@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.service.conftest import Lab, ServiceProcess, eventually
+from tests.lab_fixtures import Lab, ServiceProcess, eventually
 
 
 def test_toggles_default_to_the_articles_before(lab: Lab) -> None:
