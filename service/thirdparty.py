@@ -315,8 +315,7 @@ def provider_call(provider: Provider) -> ResponseReturnValue:
     try:
         body = _read_json_body()
     except BadInput:
-        body = None
-        _simulator().calls.reject(_received(provider, received_at, body))
+        _simulator().calls.reject(_received(provider, received_at, None))
         raise
     outcome, result = _simulator().handle(_received(provider, received_at, body))
     if outcome is CallOutcome.FAILED:
