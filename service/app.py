@@ -25,7 +25,7 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings()
     lab_telemetry = lab_telemetry or telemetry.configure(
-        "latency-lab-service", role="service", store_url=settings.resolved_trace_store_url
+        "latency-lab-service", role="service", **settings.telemetry_options()
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

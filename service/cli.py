@@ -89,7 +89,7 @@ def cli() -> None:
 # --- up ----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="gunicorn worker processes for the service  [default: LAB_SERVICE_WORKERS, 4]")
+              help="Gunicorn worker processes for the service  [default: LAB_SERVICE_WORKERS, 4]")
 @click.option("--rq-workers", type=click.IntRange(0, 64), default=None,
               help="RQ worker processes for offloaded calls  [default: LAB_RQ_WORKERS, 2]")
 @click.option("--no-dashboard", is_flag=True, help="Do not start the Streamlit dashboard.")
@@ -180,7 +180,7 @@ def _default_database_url() -> str:
 _URL_HELP = "The lab's service (or edge) URL  [default: LAB_SERVICE_URL, else the running lab's]"
 
 
-@cli.command()
+@cli.command(short_help="Show or switch the five optimization toggles.")
 @click.argument("changes", nargs=-1, metavar="[NAME=on|off]...")
 @click.option("--url", default=None, metavar="URL", help=_URL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's JSON answer as is.")
@@ -208,7 +208,7 @@ def toggles(changes: tuple[str, ...], url: str | None, as_json: bool) -> None:
     click.echo(format_table(("toggle", "state"), rows) if rows else json.dumps(answer, indent=2))
 
 
-@cli.command()
+@cli.command(short_help="Show or change the simulated world: latencies, failure rates.")
 @click.argument("changes", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--url", default=None, metavar="URL", help=_URL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the lab's JSON answer as is.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
     @property
     def dashboard_url(self) -> str:
         return f"http://{self.host}:{self.dashboard_port}"
+
+    def telemetry_options(self) -> dict[str, Any]:
+        """What ``telemetry.configure`` needs: where spans go and how long they stay."""
+        return {
+            "store_url": self.resolved_trace_store_url,
+            "retention_max_age_s": self.trace_retention_hours * 3600,
+            "retention_max_spans": self.trace_retention_max_spans,
+        }
 
     @property
     def log_dir(self) -> Path:

@@ -45,7 +45,6 @@ from enum import StrEnum
 from urllib.parse import quote
 
 import httpx
-import redis
 from flask import Blueprint, Flask, Request, current_app, jsonify, request
 from flask import Response as FlaskResponse
 from flask.typing import ResponseReturnValue
@@ -62,6 +61,7 @@ from service.shared_state import SharedState
 from service.toggles import TOGGLE_HEADER, Toggle, ToggleError, Toggles
 from telemetry import LabTelemetry, RequestTally, configure
 from telemetry import vocabulary as v
+from telemetry.accounting import parse_server_timing, traceresponse_header
 
 log = logging.getLogger(__name__)
 
@@ -333,12 +333,8 @@ def server_timing(outcome: EdgeOutcome, upstream: list[str]) -> str:
 
 
 def own_trace_response() -> str | None:
-    """``traceresponse`` for the edge's server span (W3C Trace Context level 2)."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    sampled = "01" if context.trace_flags.sampled else "00"
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{sampled}"
+    """``traceresponse`` for the edge's server span."""
+    return traceresponse_header(trace.get_current_span().get_span_context())
 
 
 def _trace_response(outcome: EdgeOutcome, upstream: str | None) -> str | None:
@@ -370,6 +366,11 @@ def annotate_server_span(decided: RequestToggles, forwarded: Forwarded) -> None:
     if forwarded.outcome is EdgeOutcome.HIT:
         # The whole request was answered here: nothing behind the edge ran.
         span.set_attributes(RequestTally().attributes())
+    else:
+        # The service's own accounting, as its Server-Timing reports it: the edge's summary row
+        # is then a whole request as the user at the front door saw it.
+        upstream = ", ".join(forwarded.response.headers.get_list("server-timing"))
+        span.set_attributes(parse_server_timing(upstream).attributes())
     if forwarded.outcome is not EdgeOutcome.BYPASS:
         hit = forwarded.outcome is EdgeOutcome.HIT
         outcome = v.CacheOutcome.HIT if hit else v.CacheOutcome.MISS
@@ -458,9 +459,9 @@ def create_edge_app(
     ``httpx.WSGITransport`` around a fake upstream).
     """
     settings = settings or Settings()
-    shared_state = shared_state or connect_shared_state(settings)
+    shared_state = shared_state or SharedState.connect(settings.redis_url)
     telemetry = telemetry or configure(
-        "latency-lab-edge", role="edge", store_url=settings.resolved_trace_store_url
+        "latency-lab-edge", role="edge", **settings.telemetry_options()
     )
     origin = upstream_transport or httpx.HTTPTransport(
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)
@@ -477,13 +478,3 @@ def create_edge_app(
     app.register_error_handler(Exception, _unexpected)
     FlaskInstrumentor().instrument_app(app, tracer_provider=telemetry.tracer_provider)
     return app
-
-
-def connect_shared_state(settings: Settings) -> SharedState:
-    """The shared toggles, from the Redis named by ``REDIS_URL``."""
-    if not settings.redis_url:
-        raise RuntimeError(
-            "REDIS_URL is not set: start the lab with `latency-lab up` (it starts Redis and passes "
-            "REDIS_URL on), or point REDIS_URL at a running Redis"
-        )
-    return SharedState(redis.Redis.from_url(settings.redis_url, socket_timeout=1.0))

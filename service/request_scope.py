@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 from opentelemetry import trace
-from opentelemetry.trace import format_span_id, format_trace_id
 
 from service.access import is_admin
 from service.errors import ApiError
 from service.runtime_context import lab_service
 from service.toggles import TOGGLE_HEADER, ToggleError, Toggles
 from telemetry import vocabulary as v
+from telemetry.accounting import traceresponse_header
 
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
 STATIC_MAX_AGE_S = 300
@@ -74,12 +74,9 @@ def _finish(response: Response) -> Response:
     if tally is not None:
         span.set_attributes(tally.attributes())
         response.headers["Server-Timing"] = tally.server_timing()
-    context = span.get_span_context()
-    if context.is_valid:
-        response.headers["traceresponse"] = (
-            f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-"
-            f"{int(context.trace_flags):02x}"
-        )
+    traceresponse = traceresponse_header(span.get_span_context())
+    if traceresponse:
+        response.headers["traceresponse"] = traceresponse
     _cache_headers(
         response,
         edge_on=bool(g.get("toggles") and g.toggles.edge_cache),

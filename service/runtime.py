@@ -83,7 +83,8 @@ class HttpProbe:
 
     def __call__(self, pid: int) -> bool:
         try:
-            return httpx.get(self.url, timeout=1.0).status_code == 200
+            # trust_env=False: a proxy from HTTP_PROXY must not stand between us and our children
+            return httpx.get(self.url, timeout=1.0, trust_env=False).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -460,10 +461,13 @@ class Lab:
             exit_code = 1
         finally:
             self._stopping = True
+            started = self.supervisor is not None or self.redis_server is not None
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        self.say("The lab has stopped." if exit_code == 0 else "The lab stopped after an error.")
+        ending = "The lab has stopped." if exit_code == 0 else "The lab stopped after an error."
+        if started:
+            self.say(ending)
         return exit_code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -618,13 +622,18 @@ def check_ports_free(host: str, specs: Iterable[ProcessSpec]) -> None:
         if spec.port is None:
             continue
         if spec.port in seen:
-            raise LabError(f"{spec.name} and {seen[spec.port]} are both set to port {spec.port}")
+            raise LabError(f"{_port_setting(spec.name)} and {_port_setting(seen[spec.port])} are "
+                           f"both {spec.port}: give each process its own port")
         seen[spec.port] = spec.name
         if not port_is_free(host, spec.port):
             raise LabError(
                 f"port {spec.port} on {host}, wanted by {spec.name}, is in use: stop what uses it "
-                f"or choose another port with LAB_{spec.name.upper()}_PORT"
+                f"or choose another port with {_port_setting(spec.name)}"
             )
+
+
+def _port_setting(process_name: str) -> str:
+    return f"LAB_{process_name.upper()}_PORT"
 
 
 def port_is_free(host: str, port: int) -> bool:

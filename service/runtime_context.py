@@ -26,7 +26,7 @@ from service.db import (
 )
 from service.lead_loader import LoaderStrategy
 from service.offload import QUEUE_NAME
-from service.shared_state import SharedState
+from service.shared_state import SharedState, connect_redis
 from service.third_party import ThirdPartyClient
 from telemetry import LabTelemetry
 from telemetry import vocabulary as v
@@ -56,16 +56,7 @@ class LabService:
 
     @classmethod
     def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:
-        if not settings.redis_url:
-            raise RuntimeError(
-                "REDIS_URL is not set: start the lab with `latency-lab up`, "
-                "or point REDIS_URL at a Redis server"
-            )
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-        )
+        client = connect_redis(settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S)
         state = SharedState(client)
         engine = build_engine(settings.resolved_database_url)
         create_schema(engine)

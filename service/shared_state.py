@@ -38,8 +38,24 @@ class Snapshot:
     app_cache_generation: int = 0
 
 
+def connect_redis(redis_url: str | None, *, socket_timeout_s: float = 1.0) -> redis.Redis:
+    """The lab's Redis, with a clear error when the process was started without one."""
+    if not redis_url:
+        raise RuntimeError(
+            "REDIS_URL is not set: start the lab with `latency-lab up` (it starts Redis and "
+            "passes REDIS_URL on), or point REDIS_URL at a running Redis"
+        )
+    return redis.Redis.from_url(
+        redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+    )
+
+
 class SharedState:
     """A process's view of the shared state, refreshed in the background."""
+
+    @classmethod
+    def connect(cls, redis_url: str | None) -> SharedState:
+        return cls(connect_redis(redis_url))
 
     def __init__(self, client: redis.Redis, *, poll_interval_s: float = POLL_INTERVAL_S) -> None:
         self._client = client

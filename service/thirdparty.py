@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import redis
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -426,9 +425,9 @@ def create_thirdparty_app(
 ) -> Flask:
     """Build the simulator; with no arguments it reads the environment (gunicorn's entry point)."""
     settings = settings or Settings()
-    shared_state = shared_state or connect_shared_state(settings)
+    shared_state = shared_state or SharedState.connect(settings.redis_url)
     telemetry = telemetry or configure(
-        "latency-lab-thirdparty", role="thirdparty", store_url=settings.resolved_trace_store_url
+        "latency-lab-thirdparty", role="thirdparty", **settings.telemetry_options()
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -439,13 +438,3 @@ def create_thirdparty_app(
     app.register_error_handler(Exception, _unexpected)
     FlaskInstrumentor().instrument_app(app, tracer_provider=telemetry.tracer_provider)
     return app
-
-
-def connect_shared_state(settings: Settings) -> SharedState:
-    """The shared toggles and world, from the Redis named by ``REDIS_URL``."""
-    if not settings.redis_url:
-        raise RuntimeError(
-            "REDIS_URL is not set: start the lab with `latency-lab up` (it starts Redis and passes "
-            "REDIS_URL on), or point REDIS_URL at a running Redis"
-        )
-    return SharedState(redis.Redis.from_url(settings.redis_url, socket_timeout=1.0))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from rq import Queue, Worker
 
 import telemetry
@@ -16,7 +15,7 @@ from service import jobs
 from service.config import Settings
 from service.db import build_engine, inject_round_trip, session_factory
 from service.offload import QUEUE_NAME
-from service.shared_state import SharedState
+from service.shared_state import SharedState, connect_redis
 from service.third_party import ThirdPartyClient
 from telemetry import vocabulary as v
 from telemetry.orm import instrument_engine
@@ -26,10 +25,10 @@ def build_worker(settings: Settings) -> Worker:
     lab = telemetry.configure(
         "latency-lab-worker",
         role="worker",
-        store_url=settings.resolved_trace_store_url,
+        **settings.telemetry_options(),
         set_global=True,
     )
-    client = redis.Redis.from_url(_redis_url(settings), socket_timeout=5)
+    client = connect_redis(settings.redis_url, socket_timeout_s=5)
     state = SharedState(client)
     engine = build_engine(settings.resolved_database_url)
     instrument_engine(engine, lab.tracer_provider)
@@ -48,12 +47,6 @@ def build_worker(settings: Settings) -> Worker:
     )
     queue = Queue(QUEUE_NAME, connection=client)
     return Worker([queue], connection=client, job_class=jobs.TracedJob)
-
-
-def _redis_url(settings: Settings) -> str:
-    if not settings.redis_url:
-        raise SystemExit("REDIS_URL is not set: start workers through `latency-lab up`")
-    return settings.redis_url
 
 
 def main() -> None:

@@ -85,6 +85,8 @@ def configure(
     *,
     role: str,
     store_url: str | None = None,
+    retention_max_age_s: float | None = 24 * 3600,
+    retention_max_spans: int | None = 2_000_000,
     processors: list[SpanProcessor] | None = None,
     resource_attributes: dict[str, Any] | None = None,
     set_global: bool = False,
@@ -112,7 +114,15 @@ def configure(
     if store_url:
         from telemetry.store import TraceStoreExporter
 
-        store_processor = CountingBatchSpanProcessor(TraceStoreExporter(store_url))
+        exporter = TraceStoreExporter(
+            store_url,
+            retention_max_age_s=retention_max_age_s,
+            retention_max_spans=retention_max_spans,
+        )
+        store_processor = CountingBatchSpanProcessor(exporter)
+        counting = store_processor
+        # Each export also records this process's exported/dropped counts in the store.
+        exporter.set_stats_source(lambda: (counting.exported, counting.dropped))
         provider.add_span_processor(store_processor)
     extra = list(processors or [])
     otlp = _otlp_processor()

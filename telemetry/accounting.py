@@ -9,12 +9,14 @@ the header and the store cannot disagree.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
 from telemetry import vocabulary as v
 from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
@@ -103,6 +105,64 @@ class RequestTally:
         if self.jobs_enqueued:
             parts.append(f'queue;desc="{self.jobs_enqueued} jobs"')
         return ", ".join(parts)
+
+
+_STATEMENTS = re.compile(r'db;dur=([\d.]+);desc="(\d+) statements"')
+_EXT = re.compile(r'ext;dur=([\d.]+);desc="(\d+) calls"')
+_CACHE = re.compile(r'cache-(\w+);desc="(hit|miss)"')
+_QUEUE = re.compile(r'queue;desc="(\d+) jobs"')
+
+
+@dataclass(frozen=True)
+class ServerTiming:
+    """What a response's ``Server-Timing`` says it cost: :meth:`RequestTally.server_timing`, read
+    back (by the edge, the load generator and the bench)."""
+
+    statements: int | None = None
+    db_ms: float | None = None
+    ext_calls: int | None = None
+    ext_ms: float | None = None
+    jobs_enqueued: int = 0
+    cache: dict[str, str] = field(default_factory=dict)
+
+    def attributes(self) -> dict[str, int | float]:
+        """As the ``lab.request.*`` attributes a server span carries."""
+        out: dict[str, int | float] = {
+            v.REQ_DB_STATEMENTS: self.statements or 0,
+            v.REQ_DB_TIME_MS: self.db_ms or 0.0,
+            v.REQ_EXT_CALLS: self.ext_calls or 0,
+            v.REQ_EXT_TIME_MS: self.ext_ms or 0.0,
+            v.REQ_JOBS_ENQUEUED: self.jobs_enqueued,
+        }
+        for layer, outcome in self.cache.items():
+            out[v.REQ_CACHE_HITS_PREFIX + layer] = int(outcome == v.CacheOutcome.HIT)
+            out[v.REQ_CACHE_MISSES_PREFIX + layer] = int(outcome == v.CacheOutcome.MISS)
+        return out
+
+
+def parse_server_timing(header: str | None) -> ServerTiming:
+    header = header or ""
+    statements = _STATEMENTS.search(header)
+    ext = _EXT.search(header)
+    queue = _QUEUE.search(header)
+    return ServerTiming(
+        statements=int(statements.group(2)) if statements else None,
+        db_ms=float(statements.group(1)) if statements else None,
+        ext_calls=int(ext.group(2)) if ext else None,
+        ext_ms=float(ext.group(1)) if ext else None,
+        jobs_enqueued=int(queue.group(1)) if queue else 0,
+        cache=dict(_CACHE.findall(header)),
+    )
+
+
+def traceresponse_header(context: SpanContext) -> str | None:
+    """``traceresponse`` (W3C Trace Context level 2) naming this span's trace."""
+    if not context.is_valid:
+        return None
+    return (
+        f"00-{format_trace_id(context.trace_id)}-{format_span_id(context.span_id)}-"
+        f"{int(context.trace_flags):02x}"
+    )
 
 
 class RequestLedger(SpanProcessor):

@@ -133,6 +133,8 @@ def http_status(attributes: Mapping[str, Any] | None) -> int | None:
 def kind_of(name: str, attributes: Mapping[str, Any] | None) -> SpanKindLabel:
     """Classify a span for time-by-kind views."""
     attributes = attributes or {}
+    if name == SPAN_EDGE:  # the edge's server span: a whole request, not a cache lookup
+        return SpanKindLabel.APPLICATION
     if db_statement(attributes) is not None:
         return SpanKindLabel.DATABASE
     if CACHE_LAYER in attributes or name.startswith(SPAN_CACHE_LOOKUP):

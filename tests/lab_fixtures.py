@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gunicorn
 import httpx
 import pytest
 import redis
@@ -49,51 +51,64 @@ POSTGRES_CANDIDATES = (
 )
 
 
-def wait_http(
-    url: str,
-    *,
-    timeout_s: float = 20.0,
-    process: subprocess.Popen[bytes] | None = None,
-    log_file: Path | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log_file.read_text()[-3000:] if log_file and log_file.exists() else ""
-            raise RuntimeError(f"process for {url} exited ({process.returncode}):\n{tail}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait(timeout=5)
-
-
-def lab_env(**values: str) -> dict[str, str]:
+def process_env(**values: str) -> dict[str, str]:
+    """This environment without the lab's and OpenTelemetry's settings, plus ``values``."""
     env = {k: val for k, val in os.environ.items() if not k.startswith(("LAB_", "OTEL_"))}
     env.pop("REDIS_URL", None)
-    env.update(values)
-    return env
+    return env | values
 
 
 def start_process(
     args: list[str], *, env: dict[str, str], log_file: Path
 ) -> subprocess.Popen[bytes]:
+    """A child in its own session (stopping the group stops its children), logging to a file."""
     with open(log_file, "ab") as log:
         return subprocess.Popen(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def start_gunicorn(
+    app_factory: str,
+    *,
+    port: int,
+    env: dict[str, str],
+    log_file: Path,
+    threads: int = 16,
+    workers: int = 1,
+) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
+            "-w", str(workers), "-b", f"127.0.0.1:{port}", app_factory]  # fmt: skip
+    if gunicorn.version_info >= (25, 1):
+        # Not the per-user default control socket, which concurrent gunicorns would share.
+        args.insert(3, "--no-control-socket")
+    return start_process(args, env=env, log_file=log_file)
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], log_file: Path, timeout_s: float = 20.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{url} exited ({process.returncode}):\n{log_file.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer in {timeout_s}s:\n{log_file.read_text()}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
 
 
 # --- databases --------------------------------------------------------------------------------
@@ -204,28 +219,15 @@ def thirdparty_process(
 ) -> Iterator[ThirdParty]:
     workdir = tmp_path_factory.mktemp("thirdparty")
     port = free_port()
-    env = lab_env(REDIS_URL=redis_server.url, LAB_VAR_DIR=str(workdir), OTEL_SDK_DISABLED="true")
+    env = process_env(
+        REDIS_URL=redis_server.url, LAB_VAR_DIR=str(workdir), OTEL_SDK_DISABLED="true"
+    )
     log_file = workdir / "thirdparty.log"
-    process = start_process(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "gthread",
-            "--threads",
-            "16",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "service.thirdparty:create_thirdparty_app()",
-        ],
-        env=env,
-        log_file=log_file,
+    process = start_gunicorn(
+        "service.thirdparty:create_thirdparty_app()", port=port, env=env, log_file=log_file
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", process=process, log_file=log_file)
+    wait_until_up(f"{url}/healthz", process, log_file)
     yield ThirdParty(url)
     stop_process(process)
 
@@ -321,11 +323,11 @@ class ServiceProcess:
 
 
 @pytest.fixture
-def process_env(
+def lab_process_env(
     sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path: Path
 ) -> dict[str, str]:
     """Environment for real lab processes sharing this test's database, Redis and store."""
-    return lab_env(
+    return process_env(
         LAB_DATABASE_URL=sqlite_url,
         REDIS_URL=lab_redis,
         LAB_THIRDPARTY_URL=thirdparty.url,
@@ -336,43 +338,32 @@ def process_env(
 
 
 @pytest.fixture
-def service_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
+def service_process(
+    lab_process_env: dict[str, str], tmp_path: Path
+) -> Iterator[ServiceProcess]:
     """The lead service under gunicorn (one worker), as `latency-lab up` runs it."""
     port = free_port()
     log_file = tmp_path / "service.log"
-    process = start_process(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "gthread",
-            "--threads",
-            "4",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "service.app:create_app()",
-        ],
-        env=process_env,
-        log_file=log_file,
+    process = start_gunicorn(
+        "service.app:create_app()", port=port, env=lab_process_env, log_file=log_file, threads=4
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/healthz", process=process, log_file=log_file)
-        yield ServiceProcess(url, process_env["LAB_TRACE_STORE_URL"])
+        wait_until_up(f"{url}/healthz", process, log_file)
+        yield ServiceProcess(url, lab_process_env["LAB_TRACE_STORE_URL"])
     finally:
         stop_process(process)
 
 
 @pytest.fixture
 def worker_process(
-    process_env: dict[str, str], tmp_path: Path
+    lab_process_env: dict[str, str], tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `rq` worker process for the side-effects queue."""
     process = start_process(
-        [sys.executable, "-m", "service.worker"], env=process_env, log_file=tmp_path / "worker.log"
+        [sys.executable, "-m", "service.worker"],
+        env=lab_process_env,
+        log_file=tmp_path / "worker.log",
     )
     yield process
     stop_process(process)

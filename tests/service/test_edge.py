@@ -32,12 +32,7 @@ from service.shared_state import SharedState
 from service.toggles import Toggles
 from telemetry import configure
 from telemetry import vocabulary as v
-from tests.service.test_thirdparty import (
-    process_env,
-    start_gunicorn,
-    stop_gunicorn,
-    wait_until_up,
-)
+from tests.lab_fixtures import process_env, start_gunicorn, stop_process, wait_until_up
 
 UPSTREAM_TIMING = 'db;dur=4.2;desc="3 statements", ext;dur=0.0;desc="0 calls"'
 CACHE_CONTROL = {
@@ -361,7 +356,8 @@ def test_spans_and_trace_headers_tell_hits_from_misses(make_edge: MakeEdge) -> N
     server_context = hit_spans[v.SPAN_EDGE].context
     assert server_context is not None
     assert hit.headers["traceresponse"] == (
-        f"00-{server_context.trace_id:032x}-{server_context.span_id:016x}-01"
+        f"00-{server_context.trace_id:032x}-{server_context.span_id:016x}-"
+        f"{int(server_context.trace_flags):02x}"
     )
 
 
@@ -434,7 +430,7 @@ def test_gunicorn_entry_point_caches_in_front_of_the_service(
         down = httpx.get(f"{edge}/cc/public", headers={"X-Lab-Toggles": "edge_cache=off"},
                          timeout=5)
     finally:
-        stop_gunicorn(process)
+        stop_process(process)
 
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
     assert down.headers["x-cache"] == "BYPASS"

@@ -106,9 +106,9 @@ def test_job_spans_join_the_request_trace(
     thirdparty: ThirdParty,
     tmp_path,  # type: ignore[no-untyped-def]
     worker_process: subprocess.Popen[bytes],
-    process_env: dict[str, str],
+    lab_process_env: dict[str, str],
 ) -> None:
-    store_url = process_env["LAB_TRACE_STORE_URL"]
+    store_url = lab_process_env["LAB_TRACE_STORE_URL"]
     lab = make_lab(sqlite_url, lab_redis, thirdparty.url, tmp_path)
     response = lab.client.post(
         "/api/leads", json=NEW_LEAD, headers={"X-Lab-Toggles": "async_offload=on"}

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,19 @@ def python(code: str) -> tuple[str, ...]:
     return (sys.executable, "-c", textwrap.dedent(code))
 
 
-def gone(pids: set[int]) -> bool:
+def processes(pids: Iterable[int], *, with_descendants: bool = False) -> list[psutil.Process]:
+    """Handles on these processes (and their descendants): safe from PID reuse, unlike PIDs."""
+    found = [psutil.Process(pid) for pid in pids]
+    if with_descendants:
+        found += [child for process in found for child in process.children(recursive=True)]
+    return found
+
+
+def gone(tracked: list[psutil.Process]) -> bool:
     """True when none of these processes runs any more (a zombie awaiting its reaper is gone)."""
-    for pid in pids:
+    for process in tracked:
         try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
                 return False
         except psutil.NoSuchProcess:
             continue
@@ -142,7 +150,7 @@ def test_a_taken_port_is_refused_naming_the_setting_to_change() -> None:
         spec = ProcessSpec("edge", ("true",), port=port)
         with pytest.raises(LabError, match=rf"port {port} .* edge, is in use.*LAB_EDGE_PORT"):
             check_ports_free("127.0.0.1", [spec])
-    with pytest.raises(LabError, match="edge and service are both set to port 9400"):
+    with pytest.raises(LabError, match="LAB_EDGE_PORT and LAB_SERVICE_PORT are both 9400"):
         check_ports_free("127.0.0.1", [ProcessSpec("service", ("true",), port=9400),
                                        ProcessSpec("edge", ("true",), port=9400)])
 
@@ -182,6 +190,20 @@ def test_a_child_never_ready_is_named_after_the_timeout(supervisor: Supervisor) 
         supervisor.wait_ready([process], timeout_s=1)
 
 
+def test_the_dashboard_command_line_serves_streamlit(supervisor: Supervisor, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "dashboard" / "app.py"
+    script.parent.mkdir()
+    script.write_text("import streamlit as st\nst.title('stand-in dashboard')\n")
+    monkeypatch.setattr(runtime, "dashboard_script", lambda: script)
+    settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_DASHBOARD_PORT=free_port())
+    dashboard = lab_tiers(settings, LabOptions(), "")[-1][-1]
+
+    supervisor.wait_ready([supervisor.spawn(dashboard)], timeout_s=60)
+
+    assert httpx.get(settings.dashboard_url, timeout=10).status_code == 200
+
+
 def test_stop_leaves_no_descendant_behind(supervisor: Supervisor, tmp_path: Path) -> None:
     # A stubborn parent (ignores SIGTERM) with a child in its group and a "work horse" that, like
     # RQ's, moved to a process group of its own: none of them may outlive stop().
@@ -198,13 +220,13 @@ def test_stop_leaves_no_descendant_behind(supervisor: Supervisor, tmp_path: Path
     process = supervisor.spawn(ProcessSpec("worker-1", family))
     log = process.log_path
     wait_for(lambda: log.read_text().strip(), 10, "the stand-in to report its children")
-    pids = {process.pid, *map(int, log.read_text().split())}
-    assert not gone(pids)
+    family_processes = processes({process.pid, *map(int, log.read_text().split())})
+    assert not gone(family_processes)
 
     started = time.monotonic()
     supervisor.stop(grace_s=1)
 
-    assert gone(pids)
+    assert gone(family_processes)
     assert time.monotonic() - started < 8
     assert supervisor.running == []
 
@@ -243,18 +265,19 @@ def stand_in(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_sigterm_stops_the_lab_and_exits_0(stand_in: StandInLab) -> None:
     lab = stand_in.build(SLEEP)
     lab_json = lab.settings.var_dir / "lab.json"
-    seen: dict[str, int] = {}
+    seen: dict[str, psutil.Process] = {}
 
     def terminate_when_up() -> None:
         wait_for(lab_json.exists, 30, "lab.json")
-        seen.update(json.loads(lab_json.read_text())["processes"])
+        started = json.loads(lab_json.read_text())["processes"]
+        seen.update({name: psutil.Process(pid) for name, pid in started.items()})
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate_when_up, daemon=True).start()
     assert lab.run() == 0
 
     assert set(seen) == {"thirdparty", "service"}
-    assert gone(set(seen.values()))
+    assert gone(list(seen.values()))
     assert not lab_json.exists()
 
 
@@ -306,7 +329,7 @@ def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[
                 process.kill()
 
 
-def _wait_until_up(process: subprocess.Popen[bytes], tmp_path: Path) -> dict[str, object]:
+def _wait_until_up(process: subprocess.Popen[bytes], tmp_path: Path) -> dict[str, Any]:
     stdout = tmp_path / "stdout.txt"
 
     def up() -> bool:
@@ -318,23 +341,16 @@ def _wait_until_up(process: subprocess.Popen[bytes], tmp_path: Path) -> dict[str
         return "Press Ctrl-C to stop." in stdout.read_text()
 
     wait_for(up, 150, "the lab to print its URLs")
-    info: dict[str, object] = json.loads((tmp_path / "var" / "lab.json").read_text())
+    info: dict[str, Any] = json.loads((tmp_path / "var" / "lab.json").read_text())
     return info
-
-
-def _process_tree(pids: set[int]) -> set[int]:
-    tree = set(pids)
-    for pid in pids:
-        tree |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
-    return tree
 
 
 def test_up_serves_every_url_and_ctrl_c_stops_every_process(
         lab_process: tuple[subprocess.Popen[bytes], dict[str, str], Path]) -> None:
     process, env, tmp_path = lab_process
     info = _wait_until_up(process, tmp_path)
-    urls: dict[str, str] = info["urls"]  # type: ignore[assignment]
-    started: dict[str, int] = info["processes"]  # type: ignore[assignment]
+    urls: dict[str, str] = info["urls"]
+    started: dict[str, int] = info["processes"]
 
     printed = (tmp_path / "stdout.txt").read_text()
     for name in ("edge", "service", "thirdparty", "redis", "trace_store"):
@@ -357,7 +373,7 @@ def test_up_serves_every_url_and_ctrl_c_stops_every_process(
     assert "eager_loading  on" in toggled.stdout
     assert httpx.get(f"{urls['service']}/admin/toggles").json()["toggles"]["eager_loading"]
 
-    everything = _process_tree({process.pid, *started.values()})
+    everything = processes({process.pid, *started.values()}, with_descendants=True)
     gunicorn_masters = [started[name] for name in ("thirdparty", "service", "edge")]
     assert all(psutil.Process(pid).children() for pid in gunicorn_masters)  # workers included
 

@@ -3,18 +3,13 @@ idempotent deliveries, and clear 400s. In-process against a real Redis, plus one
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import gunicorn
 import httpx
 import pytest
 import redis
@@ -28,55 +23,11 @@ from service.shared_state import SharedState
 from service.thirdparty import ThirdPartySimulator, create_thirdparty_app
 from service.world import ProviderWorld, World
 from telemetry import configure
+from tests.lab_fixtures import process_env, start_gunicorn, stop_process, wait_until_up
 
 INSTANT = {"latency_ms": 0.0, "jitter_ms": 0.0, "failure_rate": 0.0}
 FAST_WORLD = World.from_json({"email": INSTANT, "analytics": INSTANT, "enrichment": INSTANT})
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-# --- real processes (also used by test_edge) ----------------------------------------------------
-def process_env(**values: str) -> dict[str, str]:
-    """This environment without the lab's and OpenTelemetry's settings, plus ``values``."""
-    env = {k: val for k, val in os.environ.items() if not k.startswith(("LAB_", "OTEL_"))}
-    env.pop("REDIS_URL", None)
-    return env | values
-
-
-def start_gunicorn(app_factory: str, *, port: int, env: dict[str, str], log_file: Path,
-                   threads: int = 16) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
-            "-w", "1", "-b", f"127.0.0.1:{port}", app_factory]
-    if gunicorn.version_info >= (25, 1):
-        # Not the per-user default control socket, which concurrent gunicorns would share.
-        args.insert(3, "--no-control-socket")
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log_file: Path,
-                  timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url} exited ({process.returncode}):\n{log_file.read_text()}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer in {timeout_s}s:\n{log_file.read_text()}")
-
-
-def stop_gunicorn(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 # --- in-process fixtures ----------------------------------------------------------------------
@@ -278,7 +229,7 @@ def thirdparty_gunicorn(redis_server: RedisServer, redis_url: str,
         wait_until_up(f"{url}/healthz", process, log_file)
         yield url
     finally:
-        stop_gunicorn(process)
+        stop_process(process)
 
 
 def test_gunicorn_entry_point_delivers_concurrent_retries_once(
