@@ -9,7 +9,6 @@ generator reports the same numbers the trace store holds.
 from __future__ import annotations
 
 import random
-import re
 import statistics
 import threading
 import time
@@ -21,6 +20,7 @@ from enum import StrEnum
 import httpx
 
 from service.toggles import TOGGLE_HEADER
+from telemetry.accounting import ServerTiming, parse_server_timing
 
 
 class Endpoint(StrEnum):
@@ -38,9 +38,6 @@ DEFAULT_MIX: dict[Endpoint, float] = {
     Endpoint.STATIC: 7,
     Endpoint.CREATE: 3,
 }
-STATEMENTS = re.compile(r'db;dur=([\d.]+);desc="(\d+) statements"')
-EXT = re.compile(r'ext;dur=([\d.]+);desc="(\d+) calls"')
-CACHE = re.compile(r'cache-(\w+);desc="(hit|miss)"')
 
 
 class LoadError(ValueError):
@@ -155,30 +152,6 @@ def percentile(sorted_values: list[float], pct: float) -> float | None:
         return None
     index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values) + 0.5) - 1))
     return round(sorted_values[index], 2)
-
-
-@dataclass(frozen=True)
-class ServerTiming:
-    """What a response's ``Server-Timing`` says it cost."""
-
-    statements: int | None = None
-    db_ms: float | None = None
-    ext_calls: int | None = None
-    ext_ms: float | None = None
-    cache: dict[str, str] = field(default_factory=dict)
-
-
-def parse_server_timing(header: str | None) -> ServerTiming:
-    header = header or ""
-    statements = STATEMENTS.search(header)
-    ext = EXT.search(header)
-    return ServerTiming(
-        statements=int(statements.group(2)) if statements else None,
-        db_ms=float(statements.group(1)) if statements else None,
-        ext_calls=int(ext.group(2)) if ext else None,
-        ext_ms=float(ext.group(1)) if ext else None,
-        cache=dict(CACHE.findall(header)),
-    )
 
 
 class LoadGenerator:
