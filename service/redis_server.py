@@ -81,7 +81,10 @@ class RedisServer:
             self._workdir.mkdir(parents=True, exist_ok=True)
             args += ["--dir", str(self._workdir)]
         log = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C meant for the lab must not kill Redis before the workers stop.
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self._wait_ready(timeout_s)
         return self
 

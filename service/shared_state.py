@@ -131,7 +131,10 @@ class SharedState:
 
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_interval_s):
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any one bad read (closed client, ...)
+                log.exception("shared state: refresh failed; keeping last known state")
 
     def close(self) -> None:
         self._stop.set()

@@ -90,7 +90,7 @@ def test_all_statements_are_children_of_the_server_span(lab: Lab) -> None:
     by_id = {s.context.span_id: s for s in spans}
     server = lab.server_span(trace_id)
 
-    def root_of(span):  # type: ignore[no-untyped-def]
+    def root_of(span):
         while span.parent is not None and span.parent.span_id in by_id:
             span = by_id[span.parent.span_id]
         return span

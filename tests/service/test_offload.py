@@ -53,7 +53,7 @@ def test_inline_read_tracks_analytics_on_the_request_path(lab: Lab, thirdparty: 
 
 
 @pytest.fixture
-def sqlite_lab(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path):  # type: ignore[no-untyped-def]
+def sqlite_lab(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path):
     lab = make_lab(
         sqlite_url,
         lab_redis,
@@ -104,7 +104,7 @@ def test_job_spans_join_the_request_trace(
     sqlite_url: str,
     lab_redis: str,
     thirdparty: ThirdParty,
-    tmp_path,  # type: ignore[no-untyped-def]
+    tmp_path,
     worker_process: subprocess.Popen[bytes],
     lab_process_env: dict[str, str],
 ) -> None:

@@ -206,7 +206,7 @@ def test_bad_input_is_a_400_that_names_the_problem(simulator: FlaskClient, path:
 def test_bad_queries_and_unknown_routes_answer_json(simulator: FlaskClient) -> None:
     unknown_provider = simulator.get("/calls?provider=fax")
     assert unknown_provider.status_code == 400
-    assert "unknown provider 'fax'" in unknown_provider.json["error"]  # type: ignore[index]
+    assert "unknown provider 'fax'" in unknown_provider.json["error"]
     assert simulator.get("/calls?since=yesterday").status_code == 400
     missing = simulator.get("/sms")
     assert missing.status_code == 404 and missing.is_json

@@ -64,7 +64,7 @@ def test_override_header_from_elsewhere_is_refused(lab: Lab) -> None:
     assert response.status_code == 403
 
 
-def test_admin_token_is_required_when_set(lab_factory) -> None:  # type: ignore[no-untyped-def]
+def test_admin_token_is_required_when_set(lab_factory) -> None:
     lab = lab_factory(LAB_ADMIN_TOKEN="s3cret")
 
     assert lab.client.get("/admin/toggles").status_code == 401
