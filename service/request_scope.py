@@ -17,11 +17,13 @@ from opentelemetry import trace
 
 from service.access import is_admin
 from service.errors import ApiError
+from service.lead_loader import LoaderStrategy
 from service.runtime_context import lab_service
 from service.toggles import TOGGLE_HEADER, ToggleError, Toggles
 from telemetry import vocabulary as v
 from telemetry.accounting import traceresponse_header
 
+LOADER_HEADER = "X-Lab-Loader"
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
 STATIC_MAX_AGE_S = 300
 
@@ -47,6 +49,7 @@ def _begin() -> None:
     g.trace_id = context.trace_id if context.is_valid else None
     if g.trace_id is not None:
         service.telemetry.ledger.open(g.trace_id)
+    g.loader = _loader_override(service.settings.admin_token)
     override = request.headers.get(TOGGLE_HEADER)
     if override is not None:
         if not is_admin(request.remote_addr, request.headers, service.settings.admin_token):
@@ -58,6 +61,20 @@ def _begin() -> None:
     _describe_configuration(span)
 
 
+def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
+    """``X-Lab-Loader: joined|selectin`` picks the eager strategy for one request (the bench
+    measures both side by side)."""
+    raw = request.headers.get(LOADER_HEADER)
+    if raw is None:
+        return None
+    if not is_admin(request.remote_addr, request.headers, admin_token):
+        raise ApiError(403, f"{LOADER_HEADER} needs loopback or the admin token")
+    if raw not in (LoaderStrategy.JOINED, LoaderStrategy.SELECTIN):
+        raise ApiError(400, f"{LOADER_HEADER} must be joined or selectin, got {raw!r}",
+                       header=LOADER_HEADER)
+    return LoaderStrategy(raw)
+
+
 def _describe_configuration(span: trace.Span) -> None:
     toggles: Toggles = g.toggles
     for name, enabled in toggles.model_dump().items():
@@ -65,6 +82,11 @@ def _describe_configuration(span: trace.Span) -> None:
     for name, value in g.world.flat().items():
         span.set_attribute(v.WORLD_PREFIX + name, value)
     span.set_attribute(v.CONFIG_KEY, toggles.label())
+    span.set_attribute(
+        v.ORM_LOADER,
+        (g.loader or LoaderStrategy(lab_service().settings.loader_strategy)).value
+        if toggles.eager_loading else LoaderStrategy.LAZY.value,
+    )
 
 
 def _finish(response: Response) -> Response:

@@ -52,7 +52,11 @@ class LabService:
 
     @property
     def eager_strategy(self) -> LoaderStrategy:
-        return LoaderStrategy(self.settings.loader_strategy)
+        """The eager loader: this request's ``X-Lab-Loader``, else ``LAB_LOADER_STRATEGY``."""
+        from flask import g
+
+        chosen: LoaderStrategy | None = g.get("loader")
+        return chosen or LoaderStrategy(self.settings.loader_strategy)
 
     @classmethod
     def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:

@@ -98,3 +98,21 @@ def test_all_statements_are_children_of_the_server_span(lab: Lab) -> None:
     db_spans = [s for s in spans if v.db_statement(s.attributes) is not None]
     assert len(db_spans) == 16
     assert all(root_of(s) is server for s in db_spans)
+
+
+def test_loader_header_picks_selectin_for_one_request(lab: Lab) -> None:
+    joined = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
+    selectin = lab.get("/api/leads?limit=10", toggles="eager_loading=on",
+                       headers={"X-Lab-Loader": "selectin"})
+
+    assert len(lab.statements(trace_id_of(joined))) == 1
+    assert len(lab.statements(trace_id_of(selectin))) == 4
+    assert joined.json == selectin.json
+    assert lab.server_span(trace_id_of(selectin)).attributes[v.ORM_LOADER] == "selectin"
+
+
+def test_unknown_loader_is_a_400(lab: Lab) -> None:
+    response = lab.get("/api/leads", headers={"X-Lab-Loader": "psychic"})
+
+    assert response.status_code == 400
+    assert "joined or selectin" in response.json["error"]
