@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import httpx
 
-from service.toggles import TOGGLE_HEADER
+from service.toggles import LOADER_HEADER, TOGGLE_HEADER
 from telemetry.accounting import ServerTiming, parse_server_timing
 
 
@@ -80,6 +80,7 @@ class LoadSpec:
     max_lead_id: int = 5000
     max_owner_id: int = 50
     toggles: str | None = None  # X-Lab-Toggles for every request (pinned configuration)
+    loader: str | None = None  # X-Lab-Loader: joined | selectin (with eager_loading on)
     admin_token: str | None = None
     timeout_s: float = 30.0
     seed: int = 1
@@ -221,6 +222,8 @@ class LoadGenerator:
         headers = {}
         if self.spec.toggles:
             headers[TOGGLE_HEADER] = self.spec.toggles
+        if self.spec.loader:
+            headers[LOADER_HEADER] = self.spec.loader
         if self.spec.admin_token:
             headers["X-Lab-Admin-Token"] = self.spec.admin_token
         with httpx.Client(

@@ -19,11 +19,10 @@ from service.access import is_admin
 from service.errors import ApiError
 from service.lead_loader import LoaderStrategy
 from service.runtime_context import lab_service
-from service.toggles import TOGGLE_HEADER, ToggleError, Toggles
+from service.toggles import LOADER_HEADER, TOGGLE_HEADER, ToggleError, Toggles
 from telemetry import vocabulary as v
 from telemetry.accounting import traceresponse_header
 
-LOADER_HEADER = "X-Lab-Loader"
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
 STATIC_MAX_AGE_S = 300
 

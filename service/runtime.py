@@ -140,10 +140,10 @@ def dashboard_script() -> Path:
 def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[list[ProcessSpec]]:
     """The lab's processes in start-up order: each tier needs the ones before it."""
     host = settings.host
-    thirdparty = _gunicorn("thirdparty", "service.thirdparty:create_thirdparty_app()",
+    thirdparty = gunicorn_spec("thirdparty", "service.thirdparty:create_thirdparty_app()",
                            host=host, port=settings.thirdparty_port, threads=32, workers=1,
                            probe=HttpProbe(f"{_local_url(host, settings.thirdparty_port)}/healthz"))
-    service = _gunicorn("service", "service.app:create_app()", host=host,
+    service = gunicorn_spec("service", "service.app:create_app()", host=host,
                         port=settings.service_port, threads=4, workers=settings.service_workers,
                         probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"))
     workers = [
@@ -151,7 +151,7 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
                     probe=RqWorkerProbe(redis_url))
         for n in range(1, settings.rq_workers + 1)
     ]
-    edge = _gunicorn("edge", "service.edge:create_edge_app()", host=host,
+    edge = gunicorn_spec("edge", "service.edge:create_edge_app()", host=host,
                      port=settings.edge_port, threads=16, workers=1,
                      probe=HttpProbe(f"{_local_url(host, settings.edge_port)}/edge/healthz"))
     front = [edge]
@@ -160,7 +160,7 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
     return [[thirdparty], [service, *workers], front]
 
 
-def _gunicorn(name: str, app: str, *, host: str, port: int, threads: int, workers: int,
+def gunicorn_spec(name: str, app: str, *, host: str, port: int, threads: int, workers: int,
               probe: Probe) -> ProcessSpec:
     argv = (
         sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 TOGGLE_HEADER = "X-Lab-Toggles"
+# Picks the eager loader (joined | selectin) for one request; same access rule as the toggles.
+LOADER_HEADER = "X-Lab-Loader"
 
 
 class Toggle(StrEnum):

@@ -1,0 +1,300 @@
+"""The lab's own costs, each measured side by side in one run.
+
+* telemetry overhead: two identical service processes, one with ``OTEL_SDK_DISABLED=true``,
+  served the same requests in alternating batches on the optimized path;
+* trace-store ingest: several writer processes exporting spans at once;
+* dashboard queries: the overview queries on a store filled to the planned size;
+* memory: resident memory of every process of the embedded lab.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy import insert
+
+from service.toggles import TOGGLE_HEADER, Toggles
+from telemetry import vocabulary as v
+from telemetry.store import TraceStore, requests_table, spans_table
+
+OPTIMIZED = Toggles(eager_loading=True, redis_cache=True, app_cache=True, async_offload=True)
+BATCH = 10
+
+
+# --- telemetry overhead -------------------------------------------------------------------------
+def telemetry_overhead(urls: dict[str, str], requests: int) -> dict[str, Any]:
+    """p50 of ``GET /api/leads?limit=100`` (all on) with and without instrumentation."""
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    headers = {TOGGLE_HEADER: OPTIMIZED.label()}
+    with httpx.Client(headers=headers, timeout=30) as client:
+        for url in urls.values():  # warm both: caches, connections, pools
+            for _ in range(BATCH):
+                client.get(f"{url}/api/leads?limit=100")
+        for _ in range(max(1, requests // BATCH)):
+            for name, url in urls.items():  # alternate batches: noise hits both alike
+                for _ in range(BATCH):
+                    started = time.perf_counter()
+                    client.get(f"{url}/api/leads?limit=100").raise_for_status()
+                    samples[name].append((time.perf_counter() - started) * 1000)
+    p50 = {name: statistics.median(values) for name, values in samples.items()}
+    on, off = p50["instrumented"], p50["uninstrumented"]
+    return {
+        "p50_ms_instrumented": round(on, 3),
+        "p50_ms_uninstrumented": round(off, 3),
+        "overhead_pct": round((on / off - 1) * 100, 1) if off else None,
+        "requests_each": len(samples["instrumented"]),
+    }
+
+
+# --- trace-store ingest ---------------------------------------------------------------------------
+def _ingest_writer(store_url: str, spans: int, results: Any) -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from telemetry.processors import CountingBatchSpanProcessor
+    from telemetry.store import TraceStoreExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-writer"}))
+    processor = CountingBatchSpanProcessor(TraceStoreExporter(store_url))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("bench")
+    made = 0
+    while made < spans:
+        with tracer.start_as_current_span("GET /api/leads", kind=_server_kind()):
+            for _ in range(min(9, spans - made - 1)):
+                with tracer.start_as_current_span(
+                    "SELECT",
+                    attributes={"db.statement": "SELECT users.id FROM users WHERE users.id = ?"},
+                ):
+                    pass
+                made += 1
+        made += 1
+    provider.force_flush(120_000)
+    results.put((processor.exported, processor.dropped))
+    provider.shutdown()
+
+
+def _server_kind() -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.SERVER
+
+
+def trace_store_ingest(writers: int, spans_per_writer: int) -> dict[str, Any]:
+    """Spans per second that ``writers`` processes sustain into one SQLite store, and drops."""
+    with tempfile.TemporaryDirectory(prefix="lab-ingest-") as workdir:
+        url = f"sqlite:///{Path(workdir) / 'traces.db'}"
+        TraceStore(url).create().close()
+        context = multiprocessing.get_context("spawn")
+        results = context.Queue()
+        processes = [
+            context.Process(target=_ingest_writer, args=(url, spans_per_writer, results))
+            for _ in range(writers)
+        ]
+        started = time.perf_counter()
+        for process in processes:
+            process.start()
+        totals = [results.get(timeout=600) for _ in processes]
+        elapsed = time.perf_counter() - started
+        for process in processes:
+            process.join(timeout=30)
+        stored = TraceStore(url).counts()["spans"]
+    exported = sum(t[0] for t in totals)
+    dropped = sum(t[1] for t in totals)
+    return {
+        "writers": writers,
+        "spans_sent": writers * spans_per_writer,
+        "stored": stored,
+        "exported": exported,
+        "dropped": dropped,
+        "seconds": round(elapsed, 2),
+        "spans_per_s": round(stored / elapsed) if elapsed else None,
+    }
+
+
+# --- dashboard queries on a large store ----------------------------------------------------------
+CONFIGS = [
+    Toggles().label(),
+    Toggles(eager_loading=True).label(),
+    Toggles.all_on().label(),
+    Toggles(eager_loading=True, async_offload=True).label(),
+]
+
+
+def fill_store(
+    store: TraceStore,
+    *,
+    requests: int,
+    spans_per_request: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Synthetic but well-formed rows: one summary row and N spans per request, over a day."""
+    rng = random.Random(7)
+    now = time.time_ns()
+    chunk = 2_000
+    for start in range(0, requests, chunk):
+        request_rows, span_rows = [], []
+        for index in range(start, min(start + chunk, requests)):
+            request_rows.append(_request_row(rng, index, now))
+            span_rows += _span_rows(request_rows[-1], spans_per_request)
+        with store.engine.begin() as connection:
+            connection.execute(insert(requests_table), request_rows)
+            connection.execute(insert(spans_table), span_rows)
+        if progress is not None:
+            progress(len(request_rows))
+
+
+def _request_row(rng: random.Random, index: int, now_ns: int) -> dict[str, Any]:
+    config = CONFIGS[(index // 500) % len(CONFIGS)]
+    statements = 301 if config == CONFIGS[0] else 1
+    hits = int(config == CONFIGS[2])
+    counters = {
+        f"cache_{o}_{layer}": 0 for layer in ("edge", "redis", "app") for o in ("hits", "misses")
+    }
+    counters["cache_hits_redis"] = hits
+    return {
+        "trace_id": f"{index:032x}",
+        "span_id": f"{index:016x}",
+        "service": "bench",
+        "role": "service",
+        "route": "/api/leads",
+        "method": "GET",
+        "target": "/api/leads",
+        "status": 200,
+        "start_ns": now_ns - (86_400 - index * 86_400 // 100_000) * 10**9,
+        "duration_ms": rng.lognormvariate(3 if statements == 1 else 6.2, 0.3),
+        "db_time_ms": 1.0,
+        "ext_time_ms": 0.0,
+        "db_statements": statements,
+        "ext_calls": 0,
+        "jobs_enqueued": 1,
+        **counters,
+        "config": config,
+        "toggles": "{}",
+        "world": "{}",
+        "n_plus_one": None,
+        "n_plus_one_count": 0,
+    }
+
+
+def _span_rows(request: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    rows = []
+    for number in range(count):
+        server = number == 0
+        rows.append(
+            {
+                "trace_id": request["trace_id"],
+                "span_id": f"{number:04x}{request['span_id'][4:]}",
+                "parent_span_id": None if server else request["span_id"],
+                "name": "GET /api/leads" if server else "SELECT",
+                "kind": "SERVER" if server else "CLIENT",
+                "service": "bench",
+                "role": "service",
+                "start_ns": request["start_ns"],
+                "end_ns": request["start_ns"] + 1000,
+                "duration_ms": request["duration_ms"] if server else 0.5,
+                "status": "UNSET",
+                "lab_kind": v.SpanKindLabel.APPLICATION.value
+                if server
+                else v.SpanKindLabel.DATABASE.value,
+                "statement": None if server else "SELECT users.id FROM users WHERE users.id = ?",
+                "attributes": json.dumps({}),
+            }
+        )
+    return rows
+
+
+def dashboard_queries(store: TraceStore) -> dict[str, float]:
+    """Milliseconds for each overview query the dashboard runs."""
+    ten_minutes_ago = time.time_ns() - 600 * 10**9
+    hour_ago = time.time_ns() - 3600 * 10**9
+    queries: dict[str, Callable[[], object]] = {
+        "aggregate_by_config (last hour)": lambda: store.aggregate_by_config(since_ns=hour_ago),
+        "aggregate_by_config (all)": lambda: store.aggregate_by_config(),
+        "aggregate_by_time 10 s (last 10 min)": lambda: store.aggregate_by_time(
+            10, since_ns=ten_minutes_ago
+        ),
+        "aggregate_by_time 60 s (last hour)": lambda: store.aggregate_by_time(
+            60, since_ns=hour_ago
+        ),
+        "recent_requests 200": lambda: store.recent_requests(200),
+        "slowest_requests 20 (last hour)": lambda: store.slowest_requests(20, hour_ago),
+        "trace_spans": lambda: store.trace_spans(f"{42:032x}"),
+        "counts": store.counts,
+        "dropped_spans": store.dropped_spans,
+    }
+    timings = {}
+    for name, query in queries.items():
+        started = time.perf_counter()
+        query()
+        timings[name] = round((time.perf_counter() - started) * 1000, 1)
+    return timings
+
+
+def store_at_scale(
+    requests: int, spans_per_request: int, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="lab-store-") as workdir:
+        store = TraceStore(f"sqlite:///{Path(workdir) / 'traces.db'}").create()
+        fill_store(store, requests=requests, spans_per_request=spans_per_request, progress=progress)
+        counts = store.counts()
+        timings = dashboard_queries(store)
+        store.close()
+    return {"spans": counts["spans"], "requests": counts["requests"], "query_ms": timings}
+
+
+# --- memory ---------------------------------------------------------------------------------------
+def lab_processes(pids: Iterable[int]) -> list[psutil.Process]:
+    processes: dict[int, psutil.Process] = {}
+    for pid in pids:
+        try:
+            parent = psutil.Process(pid)
+            processes[pid] = parent
+            processes.update({child.pid: child for child in parent.children(recursive=True)})
+        except psutil.Error:
+            continue
+    return list(processes.values())
+
+
+def resident_mb(pids: Iterable[int]) -> float:
+    total = 0
+    for process in lab_processes(pids):
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return round(total / 2**20, 1)
+
+
+class MemoryWatch:
+    """Samples the lab's resident memory in the background; ``peak_mb`` is the highest seen."""
+
+    def __init__(self, pids: list[int], interval_s: float = 0.5) -> None:
+        self._pids = pids
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.peak_mb = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.peak_mb = max(self.peak_mb, resident_mb(self._pids))

@@ -1,0 +1,334 @@
+"""The bench report: one dict, written as JSON, Markdown and HTML (plotly charts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from benchmarks.plan import (
+    ARTICLE_LATENCY_MS,
+    ARTICLE_STATEMENTS,
+    ARTICLE_THROUGHPUT_RATIO,
+    TARGETS,
+    BenchPlan,
+)
+from benchmarks.requests import Target
+
+
+def build_report(
+    *,
+    plan: BenchPlan,
+    target: Target,
+    configs: list[dict[str, Any]],
+    sweep: list[dict[str, Any]],
+    overhead: dict[str, Any],
+    ingest: dict[str, Any],
+    store: dict[str, Any],
+    memory: dict[str, Any],
+    machine: dict[str, Any],
+    started_lab: bool,
+) -> dict[str, Any]:
+    _add_ratios(configs)
+    by_name = {c["name"]: c for c in configs}
+    return {
+        "machine": machine,
+        "plan": asdict(plan),
+        "target": {
+            "edge": target.edge_url,
+            "service": target.service_url,
+            "started_by_bench": started_lab,
+        },
+        "configurations": configs,
+        "article": _article_rows(by_name, sweep),
+        "targets": _targets(by_name, overhead, store, memory),
+        "sweep": sweep,
+        "telemetry_overhead": overhead,
+        "trace_store_ingest": ingest,
+        "dashboard_queries": store,
+        "memory": memory,
+    }
+
+
+def _add_ratios(configs: list[dict[str, Any]]) -> None:
+    baseline = configs[0]
+    for config in configs:
+        for part in ("mix", "leads"):
+            base, own = baseline[part], config[part]
+            config[part]["p50_ratio_to_baseline"] = _ratio(own["p50_ms"], base["p50_ms"])
+            config[part]["throughput_ratio_to_baseline"] = _ratio(
+                own["requests_per_s"], base["requests_per_s"]
+            )
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return round(value / base, 3) if value and base else None
+
+
+def _article_rows(
+    by_name: dict[str, dict[str, Any]], sweep: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    off, on = by_name["all off"], by_name["all on"]
+    eager = by_name["eager_loading alone"]
+    selectin = next(
+        (r["statements"] for r in sweep if r["n"] == 100 and r["loader"] == "selectin"), None
+    )
+    return [
+        {
+            "row": "Latency, GET /api/leads?limit=100 p50 (ms)",
+            "article": f"{ARTICLE_LATENCY_MS[0]:.0f} → {ARTICLE_LATENCY_MS[1]:.0f}",
+            "measured": f"{off['leads']['p50_ms']} → {on['leads']['p50_ms']}",
+            "ratio": _ratio(off["leads"]["p50_ms"], on["leads"]["p50_ms"]),
+        },
+        {
+            "row": "Throughput, realistic mix (requests/s)",
+            "article": f"{ARTICLE_THROUGHPUT_RATIO:.0f}x",
+            "measured": f"{off['mix']['requests_per_s']} → {on['mix']['requests_per_s']}",
+            "ratio": _ratio(on["mix"]["requests_per_s"], off["mix"]["requests_per_s"]),
+        },
+        {
+            "row": "Database calls per request (GET /api/leads?limit=100)",
+            "article": f"{ARTICLE_STATEMENTS[0]} → {ARTICLE_STATEMENTS[1]}",
+            "measured": f"{off['leads']['statements_per_request']} → "
+            f"{eager['leads']['statements_per_request']} (joined), "
+            f"{selectin} (selectin)",
+            "ratio": _ratio(
+                off["leads"]["statements_per_request"], eager["leads"]["statements_per_request"]
+            ),
+        },
+    ]
+
+
+def _target(
+    name: str, measured: float | None, goal: str, met: bool | None, why: str = ""
+) -> dict[str, Any]:
+    return {
+        "figure": name,
+        "measured": measured,
+        "target": goal,
+        "met": met,
+        "note": "" if met or met is None else why,
+    }
+
+
+def _targets(
+    by_name: dict[str, dict[str, Any]],
+    overhead: dict[str, Any],
+    store: dict[str, Any],
+    memory: dict[str, Any],
+) -> list[dict[str, Any]]:
+    low, high = TARGETS.leads_all_off_p50_ms
+    off = by_name["all off"]["leads"]["p50_ms"]
+    hit = by_name["all on"]["leads"]["p50_ms"]
+    no_cache = by_name.get("article step 2: +async_offload", by_name["all on"])["leads"]["p50_ms"]
+    throughput = _ratio(
+        by_name["all on"]["mix"]["requests_per_s"], by_name["all off"]["mix"]["requests_per_s"]
+    )
+    slowest_query = max(store["query_ms"].values())
+    pct = overhead.get("overhead_pct")
+    rss = memory.get("under_load_peak_mb")
+    noisy = "two shared cores: the load generator, the lab and its exporters compete for them"
+    return [
+        _target(
+            "GET /api/leads?limit=100 all off, p50 (ms)",
+            off,
+            f"{low:.0f}-{high:.0f}",
+            off is not None and low <= off <= high,
+            noisy,
+        ),
+        _target(
+            "same, all on (cache hit), p50 (ms)",
+            hit,
+            f"<= {TARGETS.leads_cache_hit_p50_ms:g}",
+            hit is not None and hit <= TARGETS.leads_cache_hit_p50_ms,
+            noisy,
+        ),
+        _target(
+            "same, eager + offload without caches, p50 (ms)",
+            no_cache,
+            f"<= {TARGETS.leads_no_cache_p50_ms}",
+            no_cache is not None and no_cache <= TARGETS.leads_no_cache_p50_ms,
+            "the joined query carries tags x metadata rows per lead; selectin is leaner",
+        ),
+        _target(
+            "throughput all on / all off (same workers)",
+            throughput,
+            f">= {TARGETS.throughput_ratio:.0f}x",
+            throughput is not None and throughput >= TARGETS.throughput_ratio,
+            noisy,
+        ),
+        _target(
+            "telemetry overhead on the optimized path, p50 (%)",
+            pct,
+            f"<= {TARGETS.telemetry_overhead_pct:.0f}",
+            None if pct is None else pct <= TARGETS.telemetry_overhead_pct,
+            "span creation and export share the request's core",
+        ),
+        _target(
+            f"slowest dashboard overview query on {store['spans']:,} spans (ms)",
+            slowest_query,
+            f"<= {TARGETS.dashboard_query_ms:.0f}",
+            slowest_query <= TARGETS.dashboard_query_ms,
+            "SQLite aggregates every row of a full-history scan",
+        ),
+        _target(
+            "whole embedded lab, resident memory under load (MB)",
+            rss,
+            f"<= {TARGETS.lab_rss_mb:.0f}",
+            None if rss is None else rss <= TARGETS.lab_rss_mb,
+            "each gunicorn worker holds its own interpreter, SQLAlchemy and OpenTelemetry",
+        ),
+    ]
+
+
+# --- writers --------------------------------------------------------------------------------------
+def write_reports(report: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "report.json", directory / "report.md", directory / "report.html"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(markdown(report))
+    paths[2].write_text(html(report))
+    return paths
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "**no**"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    parts = [
+        "# Latency Lab bench",
+        f"{m['when']} · Python {m['python']} · {m['cpus']} CPUs · {m['memory_gb']} GB · "
+        f"{'quick smoke run' if report['plan']['quick'] else 'full run'}",
+        "## The article's table, reproduced",
+        _table(
+            ["", "article", "measured", "ratio"],
+            [[r["row"], r["article"], r["measured"], r["ratio"]] for r in report["article"]],
+        ),
+        "## Configurations (side by side, one run)",
+        _table(
+            [
+                "configuration",
+                "leads p50",
+                "p95",
+                "p99",
+                "mix p50",
+                "mix req/s",
+                "statements/req (leads)",
+                "hit edge",
+                "hit redis",
+                "hit app",
+                "ext ms/req",
+                "errors",
+                "p50 vs all off",
+            ],
+            [
+                [
+                    c["name"],
+                    c["leads"]["p50_ms"],
+                    c["leads"]["p95_ms"],
+                    c["leads"]["p99_ms"],
+                    c["mix"]["p50_ms"],
+                    c["mix"]["requests_per_s"],
+                    c["leads"]["statements_per_request"],
+                    c["mix"]["hit_rate_edge"],
+                    c["mix"]["hit_rate_redis"],
+                    c["mix"]["hit_rate_app"],
+                    c["mix"]["ext_ms_per_request"],
+                    c["mix"]["errors"] + c["leads"]["errors"],
+                    c["leads"]["p50_ratio_to_baseline"],
+                ]
+                for c in report["configurations"]
+            ],
+        ),
+        "## Targets",
+        _table(
+            ["figure", "measured", "target", "met", "why not"],
+            [
+                [t["figure"], t["measured"], t["target"], t["met"], t["note"]]
+                for t in report["targets"]
+            ],
+        ),
+        "## Statements and latency against list size",
+        _table(
+            ["N", "loader", "statements", "p50 ms"],
+            [[r["n"], r["loader"], r["statements"], r["p50_ms"]] for r in report["sweep"]],
+        ),
+        "## The lab's own costs",
+        "Telemetry overhead: " + json.dumps(report["telemetry_overhead"]),
+        "Trace-store ingest: " + json.dumps(report["trace_store_ingest"]),
+        f"Dashboard queries on {report['dashboard_queries']['spans']:,} spans / "
+        f"{report['dashboard_queries']['requests']:,} requests (ms):",
+        _table(
+            ["query", "ms"],
+            [[k, val] for k, val in report["dashboard_queries"]["query_ms"].items()],
+        ),
+        "Memory: " + json.dumps(report["memory"]),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def html(report: dict[str, Any]) -> str:
+    figures = [
+        _latency_figure(report),
+        _sweep_figure(report, "statements", "statements"),
+        _sweep_figure(report, "p50_ms", "p50 latency (ms)"),
+    ]
+    charts = [
+        pio.to_html(fig, full_html=False, include_plotlyjs=(i == 0))
+        for i, fig in enumerate(figures)
+    ]
+    body = "\n".join(f"<section>{chart}</section>" for chart in charts)
+    tables = markdown(report).replace("<", "&lt;")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Latency Lab bench</title>"
+        "<style>body{font-family:system-ui;margin:2rem auto;max-width:72rem}"
+        "pre{white-space:pre-wrap;font-size:.85rem}</style></head><body>"
+        f"<h1>Latency Lab bench</h1>{body}<h2>Figures</h2><pre>{tables}</pre></body></html>"
+    )
+
+
+def _latency_figure(report: dict[str, Any]) -> go.Figure:
+    configs = report["configurations"]
+    figure = go.Figure()
+    for part, label in (("leads", "GET /api/leads?limit=100"), ("mix", "realistic mix")):
+        figure.add_bar(
+            name=f"{label} p50",
+            x=[c["name"] for c in configs],
+            y=[c[part]["p50_ms"] for c in configs],
+        )
+    figure.update_layout(
+        title="p50 latency by configuration (log scale)",
+        barmode="group",
+        yaxis={"type": "log", "title": "ms"},
+    )
+    return figure
+
+
+def _sweep_figure(report: dict[str, Any], field: str, title: str) -> go.Figure:
+    figure = go.Figure()
+    for loader in ("lazy", "joined", "selectin"):
+        rows = [r for r in report["sweep"] if r["loader"] == loader]
+        figure.add_scatter(
+            name=loader, x=[r["n"] for r in rows], y=[r[field] for r in rows], mode="lines+markers"
+        )
+    figure.update_layout(
+        title=f"{title} against list size N",
+        xaxis={"title": "leads per page (N)"},
+        yaxis={"title": title},
+    )
+    return figure

@@ -1,0 +1,162 @@
+"""One bench run: find (or start) the lab, measure everything, write the reports."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from benchmarks import lab_costs
+from benchmarks.plan import BenchPlan, configurations
+from benchmarks.report import build_report, write_reports
+from benchmarks.requests import Target, run_configuration, run_sweep
+from service.config import Settings
+from service.redis_server import free_port
+from service.runtime import (
+    HttpProbe,
+    Lab,
+    LabOptions,
+    Supervisor,
+    child_environment,
+    gunicorn_spec,
+    read_lab_info,
+)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class LabHandle:
+    """What the bench knows about the lab it measures."""
+
+    target: Target
+    pids: list[int]
+    redis_url: str | None  # None: not ours to spawn services next to (an external --url)
+    started_here: bool
+
+
+def run_bench(
+    settings: Settings, *, url: str | None, quick: bool, out_dir: Path, say: Say
+) -> tuple[dict[str, Any], list[Path]]:
+    plan = BenchPlan.smoke() if quick else BenchPlan.full()
+    configs = configurations()
+    steps = 2 * len(configs) + 3 * len(plan.sweep_sizes) + 4
+    with _lab(settings, url, say) as lab, tqdm(total=steps, desc="bench", unit="step") as bar:
+
+        def tick(label: str) -> None:
+            bar.set_postfix_str(label[:40])
+            bar.update(1)
+
+        rest_mb = lab_costs.resident_mb(lab.pids) if lab.pids else None
+        with lab_costs.MemoryWatch(lab.pids) as watch:
+            results = [run_configuration(c, lab.target, plan, tick) for c in configs]
+        sweep = run_sweep(lab.target, plan, tick)
+        overhead = _overhead(settings, lab, plan, say)
+        tick("telemetry overhead")
+        ingest = lab_costs.trace_store_ingest(plan.ingest_writers, plan.ingest_spans_per_writer)
+        tick("trace store ingest")
+        store = lab_costs.store_at_scale(plan.store_requests, plan.store_spans_per_request)
+        tick("dashboard queries")
+        memory = {
+            "at_rest_mb": rest_mb,
+            "under_load_peak_mb": watch.peak_mb or None,
+            "processes": len(lab_costs.lab_processes(lab.pids)),
+        }
+        tick("report")
+    report = build_report(
+        plan=plan,
+        target=lab.target,
+        configs=results,
+        sweep=sweep,
+        overhead=overhead,
+        ingest=ingest,
+        store=store,
+        memory=memory,
+        machine=_machine(),
+        started_lab=lab.started_here,
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths = write_reports(report, out_dir / stamp)
+    return report, paths
+
+
+@contextlib.contextmanager
+def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
+    if url:
+        yield LabHandle(Target(url, url, _max_lead_id(url), settings.admin_token), [], None, False)
+        return
+    running = read_lab_info(settings)
+    if running is not None:
+        say(f"measuring the lab already running from {settings.var_dir} (pid {running.pid})")
+        service = running.urls["service"]
+        target = Target(running.urls["edge"], service, _max_lead_id(service), settings.admin_token)
+        yield LabHandle(target, list(running.processes.values()), running.urls["redis"], False)
+        return
+    say("no lab running: starting one for the bench (it stops when the bench ends)")
+    lab = Lab(settings, LabOptions(dashboard=False), say=lambda m: None)
+    try:
+        lab.start()
+        info = lab.info()
+        service = info.urls["service"]
+        target = Target(info.urls["edge"], service, _max_lead_id(service), settings.admin_token)
+        yield LabHandle(target, list(info.processes.values()), lab.redis_url, True)
+    finally:
+        lab.stop()
+
+
+def _max_lead_id(service_url: str) -> int:
+    response = httpx.get(f"{service_url}/api/leads?limit=1", timeout=30)
+    response.raise_for_status()
+    return max(1, int(response.json()["total"]))
+
+
+def _overhead(settings: Settings, lab: LabHandle, plan: BenchPlan, say: Say) -> dict[str, Any]:
+    """Two fresh single-worker services, identical but for ``OTEL_SDK_DISABLED``."""
+    if lab.redis_url is None:
+        return {"skipped": "needs the embedded lab (not measured against --url)"}
+    base = child_environment(settings, lab.redis_url)
+    urls: dict[str, str] = {}
+    supervisors = []
+    try:
+        for name, disabled in (("instrumented", "false"), ("uninstrumented", "true")):
+            port = free_port()
+            supervisor = Supervisor(settings.log_dir, base | {"OTEL_SDK_DISABLED": disabled})
+            url = f"http://127.0.0.1:{port}"
+            spec = gunicorn_spec(
+                f"bench-{name}",
+                "service.app:create_app()",
+                host="127.0.0.1",
+                port=port,
+                threads=4,
+                workers=1,
+                probe=HttpProbe(f"{url}/healthz"),
+            )
+            supervisor.wait_ready([supervisor.spawn(spec)], 60)
+            supervisors.append(supervisor)
+            urls[name] = url
+        return lab_costs.telemetry_overhead(urls, plan.overhead_requests)
+    finally:
+        for supervisor in supervisors:
+            supervisor.stop(5)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    import psutil
+
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }

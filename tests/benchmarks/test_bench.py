@@ -1,0 +1,95 @@
+"""``latency-lab bench --quick`` as CI runs it: the report's shape and its statement counts.
+
+Counts, not timings: timings are figures the report prints, never pass/fail here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.plan import configurations
+from service.redis_server import free_port
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    var_dir = tmp_path_factory.mktemp("bench")
+    env = {k: val for k, val in os.environ.items() if not k.startswith(("LAB_", "OTEL_"))}
+    env.pop("REDIS_URL", None)
+    env |= {"LAB_VAR_DIR": str(var_dir), "LAB_SERVICE_WORKERS": "2", "LAB_RQ_WORKERS": "1"}
+    for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD"):
+        env[f"LAB_{name}_PORT"] = str(free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "bench", "--quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = sorted((var_dir / "bench").glob("*/report.json"))
+    assert len(reports) == 1, result.stdout
+    return json.loads(reports[0].read_text()), reports[0].parent
+
+
+def test_every_configuration_is_measured_once(quick_report: tuple[dict[str, Any], Path]) -> None:
+    report, _ = quick_report
+    names = [c["name"] for c in report["configurations"]]
+
+    assert names == [c.name for c in configurations()]
+    assert names[0] == "all off" and names[-1] == "all on"
+    for config in report["configurations"]:
+        for part in ("mix", "leads"):
+            assert config[part]["requests"] > 0
+            assert config[part]["errors"] == 0, config
+
+
+def test_statement_counts_are_the_articles(quick_report: tuple[dict[str, Any], Path]) -> None:
+    report, _ = quick_report
+    leads = {c["name"]: c["leads"] for c in report["configurations"]}
+
+    assert leads["all off"]["statements_per_request"] == 301  # 1 + 3 x 100
+    assert leads["eager_loading alone"]["statements_per_request"] == 1
+    assert leads["all on"]["statements_per_request"] == 0  # answered from a cache
+    assert leads["all on"]["hit_rate_edge"] is not None
+
+
+def test_sweep_grows_linearly_when_lazy_and_stays_flat_when_eager(
+    quick_report: tuple[dict[str, Any], Path],
+) -> None:
+    report, _ = quick_report
+    statements = {(r["n"], r["loader"]): r["statements"] for r in report["sweep"]}
+
+    for n in report["plan"]["sweep_sizes"]:
+        assert statements[(n, "lazy")] == 1 + 3 * n
+        assert statements[(n, "joined")] == 1
+        assert statements[(n, "selectin")] == 4
+
+
+def test_article_rows_and_lab_costs_are_reported(
+    quick_report: tuple[dict[str, Any], Path],
+) -> None:
+    report, directory = quick_report
+
+    assert [row["row"].split(",")[0] for row in report["article"]] == [
+        "Latency",
+        "Throughput",
+        "Database calls per request (GET /api/leads?limit=100)",
+    ]
+    assert report["telemetry_overhead"]["requests_each"] > 0
+    ingest = report["trace_store_ingest"]
+    assert ingest["stored"] == ingest["spans_sent"] and ingest["dropped"] == 0
+    assert report["dashboard_queries"]["spans"] == 20_000
+    assert report["memory"]["processes"] >= 5
+    assert {t["met"] for t in report["targets"]} <= {True, False, None}
+    assert all(t["note"] for t in report["targets"] if t["met"] is False)
+    for name in ("report.json", "report.md", "report.html"):
+        assert (directory / name).stat().st_size > 0
+    assert "plotly" in (directory / "report.html").read_text()[:200_000].lower()
