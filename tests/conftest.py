@@ -15,7 +15,7 @@ import redis
 from service.redis_server import RedisServer
 
 # The lab's fixtures (databases, simulator, service and worker processes) for every test folder.
-pytest_plugins = ["tests.lab_fixtures"]
+pytest_plugins = ["tests.lab_fixtures", "pytester"]
 
 
 @pytest.fixture(scope="session")

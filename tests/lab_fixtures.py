@@ -30,6 +30,7 @@ import telemetry
 from seed.seeding import seed_database
 from service.app import create_app
 from service.config import Settings
+from service.db import normalize_url
 from service.redis_server import RedisServer, free_port
 from service.runtime_context import EXTENSION_KEY
 from service.shared_state import SharedState
@@ -44,8 +45,8 @@ FAST_WORLD = {
     "analytics": {"latency_ms": 1.0, "jitter_ms": 0.0},
     "enrichment": {"latency_ms": 1.0, "jitter_ms": 0.0},
 }
+# Where a PostgreSQL may answer (trust auth on CI machines); LAB_TEST_POSTGRES_URL replaces them.
 POSTGRES_CANDIDATES = (
-    os.environ.get("LAB_TEST_POSTGRES_URL"),
     "postgresql+psycopg://root@127.0.0.1:5432/test",
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",
 )
@@ -119,25 +120,29 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _reachable_postgres() -> str | None:
-    for url in filter(None, POSTGRES_CANDIDATES):
+def reachable_postgres() -> tuple[str | None, str]:
+    """The first PostgreSQL that answers (a SQLAlchemy URL), or None and why none did."""
+    override = os.environ.get("LAB_TEST_POSTGRES_URL")
+    errors = []
+    for url in (override,) if override else POSTGRES_CANDIDATES:
+        engine = create_engine(normalize_url(url), connect_args={"connect_timeout": 2})
         try:
-            engine = create_engine(url, connect_args={"connect_timeout": 2})
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+            return normalize_url(url), ""
+        except Exception as exc:  # any driver error: this candidate is not usable
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+        finally:
             engine.dispose()
-            return url
-        except Exception:
-            continue
-    return None
+    return None, "; ".join(errors)
 
 
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[tuple[str, str]]:
     """A seeded PostgreSQL template database for this session: (admin URL, template name)."""
-    admin_url = _reachable_postgres()
+    admin_url, reason = reachable_postgres()
     if admin_url is None:
-        pytest.skip("no PostgreSQL reachable (set LAB_TEST_POSTGRES_URL to run these)")
+        pytest.skip(f"PostgreSQL unreachable (set LAB_TEST_POSTGRES_URL): {reason}")
     name = f"lab_tpl_{uuid.uuid4().hex[:10]}"
     _postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
     seed_database(

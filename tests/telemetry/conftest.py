@@ -7,7 +7,6 @@ and each test its own schema in it; the tests are skipped, with the reason, when
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -19,18 +18,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from telemetry.testing import SpanCapture
+from tests.lab_fixtures import reachable_postgres
 from tests.telemetry.sample_app import create_app
-
-POSTGRES_CANDIDATES = (
-    "postgresql://postgres@127.0.0.1:5432/test",
-    "postgresql://root@127.0.0.1:5432/test",
-)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # `pytest_plugins` is refused in a conftest below the top level; this is its equivalent.
-    if not config.pluginmanager.has_plugin("pytester"):
-        config.pluginmanager.import_plugin("pytester")
 
 
 # --- trace stores ----------------------------------------------------------------------------
@@ -39,23 +28,10 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _reachable_postgres() -> tuple[str | None, str]:
-    override = os.environ.get("LAB_TEST_POSTGRES_URL")
-    candidates = (override,) if override else POSTGRES_CANDIDATES
-    errors = []
-    for url in candidates:
-        try:
-            psycopg.connect(_libpq(url), connect_timeout=2).close()
-            return url, ""
-        except psycopg.Error as error:
-            errors.append(f"{url}: {str(error).strip().splitlines()[0]}")
-    return None, "; ".join(errors)
-
-
 @pytest.fixture(scope="session")
 def postgres_store_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this session (SQLAlchemy URL), dropped afterwards."""
-    base, reason = _reachable_postgres()
+    base, reason = reachable_postgres()
     if base is None:
         pytest.skip(f"PostgreSQL unreachable (set LAB_TEST_POSTGRES_URL): {reason}")
     name = f"lab_test_{uuid.uuid4().hex[:12]}"
