@@ -60,45 +60,30 @@ def run_configuration(
     time, so its percentiles are the latency of one request, not of a queue on two cores.
     """
     leads_only = {Endpoint.LIST: 1.0}
-    for mix in (DEFAULT_MIX, leads_only):
-        LoadGenerator(
-            _spec(
-                target,
-                base_url=target.edge_url,
-                requests=plan.warmup,
-                concurrency=plan.concurrency,
-                toggles=config.header,
-                mix=dict(mix),
-            )
-        ).run()
+
+    def run(mix: dict[Endpoint, float], requests: int, concurrency: int) -> dict[str, Any]:
+        spec = _spec(
+            target,
+            base_url=target.edge_url,
+            requests=requests,
+            concurrency=concurrency,
+            toggles=config.header,
+            mix=dict(mix),
+        )
+        return LoadGenerator(spec).run().summary()
+
+    run(DEFAULT_MIX, plan.warmup, plan.concurrency)
+    run(leads_only, plan.warmup, 1)
     tick(f"{config.name}: mix")
-    mix_report = LoadGenerator(
-        _spec(
-            target,
-            base_url=target.edge_url,
-            requests=plan.mix_requests,
-            concurrency=plan.concurrency,
-            toggles=config.header,
-            mix=dict(DEFAULT_MIX),
-        )
-    ).run()
+    mix = run(DEFAULT_MIX, plan.mix_requests, plan.concurrency)
     tick(f"{config.name}: /api/leads")
-    leads_report = LoadGenerator(
-        _spec(
-            target,
-            base_url=target.edge_url,
-            requests=plan.leads_requests,
-            concurrency=1,
-            toggles=config.header,
-            mix=leads_only,
-        )
-    ).run()
+    leads = run(leads_only, plan.leads_requests, 1)
     return {
         "name": config.name,
         "config": config.header,
         "toggles": config.toggles.model_dump(),
-        "mix": mix_report.summary(),
-        "leads": leads_report.summary(),
+        "mix": mix,
+        "leads": leads,
     }
 
 

@@ -90,31 +90,31 @@ def run_bench(
 @contextlib.contextmanager
 def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
     if url:
-        yield LabHandle(Target(url, url, _max_lead_id(url), settings.admin_token), [], None, False)
+        yield LabHandle(_target(url, url, settings), [], None, False)
         return
     running = read_lab_info(settings)
     if running is not None:
         say(f"measuring the lab already running from {settings.var_dir} (pid {running.pid})")
-        service = running.urls["service"]
-        target = Target(running.urls["edge"], service, _max_lead_id(service), settings.admin_token)
+        target = _target(running.urls["edge"], running.urls["service"], settings)
         yield LabHandle(target, list(running.processes.values()), running.urls["redis"], False)
         return
     say("no lab running: starting one for the bench (it stops when the bench ends)")
-    lab = Lab(settings, LabOptions(dashboard=False), say=lambda m: None)
+    lab = Lab(settings, LabOptions(dashboard=False), say=lambda _message: None)
     try:
         lab.start()
         info = lab.info()
-        service = info.urls["service"]
-        target = Target(info.urls["edge"], service, _max_lead_id(service), settings.admin_token)
+        target = _target(info.urls["edge"], info.urls["service"], settings)
         yield LabHandle(target, list(info.processes.values()), lab.redis_url, True)
     finally:
         lab.stop()
 
 
-def _max_lead_id(service_url: str) -> int:
+def _target(edge_url: str, service_url: str, settings: Settings) -> Target:
+    """Where to send requests, and how many leads there are to ask for."""
     response = httpx.get(f"{service_url}/api/leads?limit=1", timeout=30)
     response.raise_for_status()
-    return max(1, int(response.json()["total"]))
+    max_lead_id = max(1, int(response.json()["total"]))
+    return Target(edge_url, service_url, max_lead_id, settings.admin_token)
 
 
 def _overhead(settings: Settings, lab: LabHandle, plan: BenchPlan, say: Say) -> dict[str, Any]:
