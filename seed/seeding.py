@@ -81,9 +81,16 @@ def seed_database(
         current = _current(engine)
         if current == wanted and not reset:
             return SeedReport(leads, users, tags, created=False, description=wanted)
+        if current is None and not reset and _has_leads(engine):
+            raise SeedConflict(
+                "the database holds leads but no record of a finished seeding (a seeding was "
+                "interrupted, or the data is someone else's): run `latency-lab seed --reset` "
+                "to replace them"
+            )
         if current is not None and not reset:
             raise SeedConflict(
-                f"the database was seeded with {current}; pass --reset to replace it with {wanted}"
+                f"the database was seeded with {current}; run `latency-lab seed --reset` to "
+                f"replace it with {wanted}"
             )
         if reset:
             Base.metadata.drop_all(engine)
@@ -112,6 +119,13 @@ def _advance_sequences(engine: Engine) -> None:
                     f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
                 )
             )
+
+
+def _has_leads(engine: Engine) -> bool:
+    if not inspect(engine).has_table("leads"):
+        return False
+    with engine.connect() as conn:
+        return conn.execute(select(Lead.id).limit(1)).first() is not None
 
 
 def _current(engine: Engine) -> str | None:

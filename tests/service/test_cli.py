@@ -50,7 +50,7 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
 
     assert result.exit_code == 0
-    assert set(cli.commands) == {"up", "seed", "toggles", "world"}  # load/bench: other issues
+    assert set(cli.commands) == {"up", "seed", "toggles", "world", "load", "bench"}
     for command in cli.commands:
         assert command in result.output
 
@@ -121,7 +121,18 @@ def test_invalid_settings_are_one_clear_line_and_exit_2(runner: CliRunner, tmp_p
 
 def test_unknown_options_are_usage_errors(runner: CliRunner) -> None:
     assert_clean_failure(runner.invoke(cli, ["up", "--workers", "0"]), 2, "--workers")
-    assert_clean_failure(runner.invoke(cli, ["load"]), 2, "No such command 'load'")
+    assert_clean_failure(runner.invoke(cli, ["launch"]), 2, "No such command 'launch'")
+    assert_clean_failure(runner.invoke(cli, ["load", "--mix", "list=1,teleport=2"]), 2,
+                         "unknown endpoint 'teleport'")
+    assert_clean_failure(runner.invoke(cli, ["load", "--concurrency", "0"]), 2, "--concurrency")
+
+
+def test_load_without_a_lab_says_so(runner: CliRunner) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    result = runner.invoke(cli, ["load", "--url", url, "--requests", "5"])
+
+    assert_clean_failure(result, 1, f"every request to {url} failed")
 
 
 def test_no_lab_running_is_said_plainly(runner: CliRunner) -> None:
@@ -265,7 +276,7 @@ def test_seed_is_idempotent_and_refuses_to_overwrite_without_reset(runner: CliRu
     assert first.exit_code == 0, first.output
     assert f"seeded: 20 leads, 5 users, 5 tags in {url}" in first.output
     assert "already seeded, nothing to do: 20 leads" in again.output
-    assert_clean_failure(other, 1, "pass --reset")
+    assert_clean_failure(other, 1, "latency-lab seed --reset")
     assert reset.exit_code == 0 and "seeded: 30 leads" in reset.output
 
 
