@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, alias="LAB_DASHBOARD_PORT", ge=1, le=65535)
     thirdparty_url: str | None = Field(None, alias="LAB_THIRDPARTY_URL")
     service_url: str | None = Field(None, alias="LAB_SERVICE_URL")
+    # Where other processes reach the edge when it is not on LAB_HOST (compose: http://edge:8000).
+    edge_base_url: str | None = Field(None, alias="LAB_EDGE_URL")
     service_workers: int = Field(4, alias="LAB_SERVICE_WORKERS", ge=1, le=64)
     rq_workers: int = Field(2, alias="LAB_RQ_WORKERS", ge=0, le=64)
     redis_cache_ttl_s: int = Field(300, alias="LAB_REDIS_CACHE_TTL", ge=1)
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
 
     @property
     def edge_url(self) -> str:
-        return f"http://{self.host}:{self.edge_port}"
+        return self.edge_base_url or f"http://{self.host}:{self.edge_port}"
 
     @property
     def dashboard_url(self) -> str:

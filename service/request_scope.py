@@ -8,6 +8,9 @@
   store's summary row), and ``traceresponse`` names the trace.
 * Caching headers for the edge: with ``edge_cache`` on, public GETs are ``public, s-maxage`` with
   an ETag (so the edge can revalidate); off, every response is ``no-store``.
+  ``X-Lab-Config`` names the configuration that produced the response, so an edge that cannot
+  read the shared toggles (the nginx edge) still tells "edge cache off" (``X-Cache: BYPASS``)
+  from "not cacheable" (``MISS``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from service.access import is_admin
 from service.errors import ApiError
 from service.lead_loader import LoaderStrategy
 from service.runtime_context import lab_service
-from service.toggles import LOADER_HEADER, TOGGLE_HEADER, ToggleError, Toggles
+from service.toggles import CONFIG_HEADER, LOADER_HEADER, TOGGLE_HEADER, ToggleError, Toggles
 from telemetry import vocabulary as v
 from telemetry.accounting import traceresponse_header
 
@@ -98,6 +101,8 @@ def _finish(response: Response) -> Response:
     traceresponse = traceresponse_header(span.get_span_context())
     if traceresponse:
         response.headers["traceresponse"] = traceresponse
+    if g.get("toggles") is not None:
+        response.headers[CONFIG_HEADER] = g.toggles.label()
     _cache_headers(
         response,
         edge_on=bool(g.get("toggles") and g.toggles.edge_cache),

@@ -28,7 +28,13 @@ def compute_stats(*, session: Session) -> dict[str, Any]:
         )
     }
     by_owner = [
-        {"owner_id": owner_id, "name": name, "leads": count, "average_score": round(avg or 0, 2)}
+        {
+            "owner_id": owner_id,
+            "name": name,
+            "leads": count,
+            # PostgreSQL's avg() is a Decimal (JSON would make it a string); SQLite's a float.
+            "average_score": round(float(avg or 0), 2),
+        }
         for owner_id, name, count, avg in session.execute(
             select(User.id, User.name, func.count(Lead.id), func.avg(Lead.score))
             .join(Lead, Lead.owner_id == User.id)

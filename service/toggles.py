@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 TOGGLE_HEADER = "X-Lab-Toggles"
+# Response header: the configuration that produced the response (what an HTTP cache in front,
+# such as the nginx edge, reads to tell "edge cache off" from "not cacheable").
+CONFIG_HEADER = "X-Lab-Config"
 # Picks the eager loader (joined | selectin) for one request; same access rule as the toggles.
 LOADER_HEADER = "X-Lab-Loader"
 
