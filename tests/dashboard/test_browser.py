@@ -1,0 +1,176 @@
+"""The dashboard in a real browser against the running lab: flip a switch, drive load, watch.
+
+``latency-lab up`` starts the whole lab (private Redis, seeded database, simulator, service, RQ
+worker, edge, dashboard) on free ports in a temporary ``LAB_VAR_DIR``; Playwright drives
+Debian's Chromium (``/usr/bin/chromium``: ``playwright install`` cannot download here). The test
+does what a workshop attendee does: open the dashboard, send the N+1 page some traffic, switch
+eager loading on, send the same traffic again, and read statements per request fall from
+1 + 3N to 1. Screenshots land in ``test-artifacts/`` (gitignored).
+
+Skipped, with the reason, where Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.redis_server import free_port
+from tests.lab_fixtures import (
+    FAST_WORLD,
+    process_env,
+    start_process,
+    stop_process,
+    wait_until_up,
+)
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+LEADS = 300  # every list page the generator asks for (offsets 0, 100, 200) holds 100 leads
+PAGE_SIZE = 100
+LAZY_STATEMENTS = 1 + 3 * PAGE_SIZE
+REQUESTS = 60
+VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 1500, 2400  # tall: Streamlit scrolls inside stMain
+
+
+@dataclass(frozen=True)
+class RunningLab:
+    dashboard: str
+    service: str
+
+
+@pytest.fixture(scope="module")
+def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (as .ci/run does)")
+    var_dir = tmp_path_factory.mktemp("lab")
+    env = process_env(
+        LAB_VAR_DIR=str(var_dir),
+        **{f"LAB_{name}_PORT": str(free_port())
+           for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")},
+        OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
+    )
+    command = [str(Path(sys.executable).parent / "latency-lab"), "up", "--workers", "1",
+               "--rq-workers", "1", "--seed-leads", str(LEADS)]
+    log_file = var_dir / "up.log"
+    process = start_process(command, env=env, log_file=log_file)
+    try:
+        urls = _wait_for_lab(var_dir / "lab.json", process, log_file)
+        wait_until_up(f"{urls['dashboard']}/_stcore/health", process, log_file)
+        httpx.put(f"{urls['service']}/admin/world", json=FAST_WORLD, timeout=5).raise_for_status()
+        yield RunningLab(urls["dashboard"], urls["service"])
+    finally:
+        stop_process(process)
+
+
+def _wait_for_lab(lab_file: Path, process: subprocess.Popen[bytes],
+                  log_file: Path) -> dict[str, str]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"latency-lab up exited:\n{log_file.read_text()[-3000:]}")
+        if lab_file.exists():
+            urls: dict[str, str] = json.loads(lab_file.read_text())["urls"]
+            if "dashboard" in urls:
+                return urls
+        time.sleep(0.2)
+    raise RuntimeError(f"the lab did not start in 90 s:\n{log_file.read_text()[-3000:]}")
+
+
+def _wait_for_lab_toggle(service_url: str, name: str) -> None:
+    """The switch moves in the browser before the dashboard's callback reaches the lab."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{service_url}/admin/toggles", timeout=5).json()
+        if answer["toggles"][name]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the lab never switched {name} on: {answer}")
+
+
+def test_eager_loading_switched_on_in_the_browser_drops_statements_per_request(
+    running_lab: RunningLab,
+) -> None:
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    def live_statements(page: Page) -> float | None:
+        card = page.locator('[data-testid="stMetric"]').filter(has_text="Statements / request")
+        if card.count() == 0:
+            return None
+        text = card.locator('[data-testid="stMetricValue"]').inner_text().replace(",", "")
+        return float(text) if re.fullmatch(r"[\d.]+", text) else None
+
+    def wait_for_live(page: Page, accept: object, what: str) -> float:
+        deadline, value = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            value = live_statements(page)
+            if value is not None and accept(value):  # type: ignore[operator]
+                return value
+            page.wait_for_timeout(500)
+        raise AssertionError(f"live statements/request never {what} (last: {value})")
+
+    def drive_load(page: Page, run: int, expected_statements: str) -> None:
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_role("button", name="Start").click()
+        finished = sidebar.get_by_text(
+            re.compile(rf"^Run {run}: {REQUESTS}/{REQUESTS} requests, finished"))
+        expect(finished).to_be_visible(timeout=60_000)
+        expect(sidebar.get_by_text(f"Statements / request: {expected_statements}")) \
+            .to_be_visible(timeout=5_000)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT})
+        try:
+            page.goto(running_lab.dashboard)
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            expect(sidebar.get_by_text("Eager loading (fix the N+1)")).to_be_visible(timeout=30_000)
+            sidebar.get_by_text("Lead list only (the N+1 page)").click()
+            requests_input = sidebar.get_by_label("Requests", exact=True)
+            requests_input.fill(str(REQUESTS))
+            requests_input.press("Enter")
+            expect(requests_input).to_have_value(str(REQUESTS))
+
+            drive_load(page, 1, f"{LAZY_STATEMENTS}.0")
+            before = wait_for_live(page, lambda v: v == LAZY_STATEMENTS, "reached 1 + 3N")
+
+            switch = page.locator('[data-testid="stCheckbox"]').filter(has_text="Eager loading")
+            switch.locator("label").click()
+            expect(switch.get_by_role("switch")).to_be_checked(timeout=10_000)
+            _wait_for_lab_toggle(running_lab.service, "eager_loading")  # the UI flips at once
+            page.wait_for_timeout(1_200)  # every service process follows within a second
+
+            drive_load(page, 2, "1.0")
+            after = wait_for_live(page, lambda v: v == 1.0, "fell to the eager count")
+            page.wait_for_timeout(2_500)  # one more refresh, so the charts hold the new runs
+            page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"))
+
+            for name in ("compare", "trace_explorer"):
+                page.goto(f"{running_lab.dashboard}/{name}")
+                expect(page.locator('[data-testid="stPlotlyChart"]').first) \
+                    .to_be_visible(timeout=30_000)
+                page.wait_for_timeout(1_500)
+                page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"))
+            raise
+        finally:
+            browser.close()
+
+    assert (before, after) == (LAZY_STATEMENTS, 1.0)

@@ -1,0 +1,36 @@
+"""The guided tour's steps and checks, without Streamlit."""
+
+from __future__ import annotations
+
+from dashboard import tour
+from service.toggles import ARTICLE_ORDER, Toggles
+
+
+def test_steps_follow_the_article_one_switch_at_a_time() -> None:
+    assert [step.toggle for step in tour.STEPS[1:]] == list(ARTICLE_ORDER)
+    assert tour.STEPS[0].config == Toggles().label() and tour.STEPS[0].previous_config is None
+    assert tour.STEPS[-1].config == Toggles.all_on().label()
+    for before, step in zip(tour.STEPS, tour.STEPS[1:], strict=False):
+        assert step.previous_config == before.config
+        assert step.code, f"step {step.number} shows no code"
+
+
+def test_a_check_reads_before_and_after() -> None:
+    statements = tour.STEPS[1].checks[0]
+
+    passed = tour.evaluate(statements, {"statements": 301.0}, {"statements": 1.0})
+    failed = tour.evaluate(statements, {"statements": 301.0}, {"statements": 120.0})
+    waiting = tour.evaluate(statements, {"statements": 301.0}, None)
+
+    assert (passed.text, passed.mark) == ("statements per list request: 301 \u2192 1", "\u2713")
+    assert failed.passed is False and failed.mark == "\u2717"
+    assert waiting.passed is None and "not measured yet" in waiting.text
+
+
+def test_a_comparison_waits_for_the_step_before() -> None:
+    p50 = tour.STEPS[5].checks[1]
+
+    result = tour.evaluate(p50, None, {"p50_ms": 1.6})
+
+    assert result.passed is None
+    assert result.text == "p50 latency: 1.6 ms (measure the step before to compare)"
