@@ -329,11 +329,11 @@ class ServiceProcess:
 
 @pytest.fixture
 def lab_process_env(
-    sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path: Path
+    database_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path: Path
 ) -> dict[str, str]:
     """Environment for real lab processes sharing this test's database, Redis and store."""
     return process_env(
-        LAB_DATABASE_URL=sqlite_url,
+        LAB_DATABASE_URL=database_url,
         REDIS_URL=lab_redis,
         LAB_THIRDPARTY_URL=thirdparty.url,
         LAB_VAR_DIR=str(tmp_path),

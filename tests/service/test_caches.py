@@ -89,7 +89,7 @@ def test_l2_is_invalidated_by_a_write_in_the_same_process(lab: Lab) -> None:
 
 def test_l2_is_invalidated_in_another_process_within_a_second(
     service_process: ServiceProcess,
-    sqlite_url: str,
+    database_url: str,
     lab_redis: str,
     thirdparty: ThirdParty,
     tmp_path: Path,
@@ -99,7 +99,7 @@ def test_l2_is_invalidated_in_another_process_within_a_second(
     total = httpx.get(f"{other}/api/stats", headers=headers).json()["total"]
     warm = httpx.get(f"{other}/api/stats", headers=headers)
     assert 'cache-app;desc="hit"' in warm.headers["Server-Timing"]
-    writer = make_lab(sqlite_url, lab_redis, thirdparty.url, tmp_path)
+    writer = make_lab(database_url, lab_redis, thirdparty.url, tmp_path)
 
     assert writer.client.post("/api/leads", json=NEW_LEAD).status_code == 201
     writer.close()

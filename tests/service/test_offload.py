@@ -53,9 +53,9 @@ def test_inline_read_tracks_analytics_on_the_request_path(lab: Lab, thirdparty: 
 
 
 @pytest.fixture
-def sqlite_lab(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path):
+def offload_lab(database_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path):
     lab = make_lab(
-        sqlite_url,
+        database_url,
         lab_redis,
         thirdparty.url,
         tmp_path,
@@ -66,12 +66,12 @@ def sqlite_lab(sqlite_url: str, lab_redis: str, thirdparty: ThirdParty, tmp_path
 
 
 def test_offloaded_create_makes_no_call_and_a_real_worker_delivers(
-    sqlite_lab: Lab,
+    offload_lab: Lab,
     thirdparty: ThirdParty,
     worker_process: subprocess.Popen[bytes],
     tmp_path: object,
 ) -> None:
-    response = sqlite_lab.client.post(
+    response = offload_lab.client.post(
         "/api/leads", json=NEW_LEAD, headers={"X-Lab-Toggles": "async_offload=on"}
     )
 
@@ -85,15 +85,15 @@ def test_offloaded_create_makes_no_call_and_a_real_worker_delivers(
     assert delivered, f"worker did not deliver: {thirdparty.calls()['counts']}"
     lead_id = response.json["id"]
     enriched = eventually(
-        lambda: sqlite_lab.get(f"/api/leads/{lead_id}").json["industry"] is not None
+        lambda: offload_lab.get(f"/api/leads/{lead_id}").json["industry"] is not None
     )
     assert enriched, "the worker's enrichment was not written back to the lead"
 
 
 def test_offloaded_read_enqueues_instead_of_calling(
-    sqlite_lab: Lab, thirdparty: ThirdParty
+    offload_lab: Lab, thirdparty: ThirdParty
 ) -> None:
-    response = sqlite_lab.get("/api/leads?limit=5", toggles="async_offload=on")
+    response = offload_lab.get("/api/leads?limit=5", toggles="async_offload=on")
 
     assert 'desc="0 calls"' in response.headers["Server-Timing"]
     assert 'queue;desc="1 jobs"' in response.headers["Server-Timing"]
@@ -101,7 +101,7 @@ def test_offloaded_read_enqueues_instead_of_calling(
 
 
 def test_job_spans_join_the_request_trace(
-    sqlite_url: str,
+    database_url: str,
     lab_redis: str,
     thirdparty: ThirdParty,
     tmp_path,
@@ -109,7 +109,7 @@ def test_job_spans_join_the_request_trace(
     lab_process_env: dict[str, str],
 ) -> None:
     store_url = lab_process_env["LAB_TRACE_STORE_URL"]
-    lab = make_lab(sqlite_url, lab_redis, thirdparty.url, tmp_path)
+    lab = make_lab(database_url, lab_redis, thirdparty.url, tmp_path)
     response = lab.client.post(
         "/api/leads", json=NEW_LEAD, headers={"X-Lab-Toggles": "async_offload=on"}
     )
