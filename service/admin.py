@@ -63,7 +63,10 @@ def _toggles_json(toggles: Toggles) -> dict[str, object]:
 
 
 def _body() -> object:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes; silent=True covers ValueError only
+        body = None
     if body is None:
         raise ApiError(400, "expected a JSON object body (Content-Type: application/json)")
     return body

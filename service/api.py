@@ -1,31 +1,41 @@
 """The lead API: ``/api/leads``, ``/api/leads/<id>`` and ``/api/stats``.
 
 Each view reads like the article: load (lazy or eager), through the caches the toggles switch
-on, then the side effects (inline or enqueued).
+on, then the side effects (inline or enqueued). A write stores its side effects in the
+transactional outbox with the lead (:mod:`service.outbox`), so none is lost when Redis or a
+provider is down; the response's ``side_effects`` says what became of each.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service import jobs
+from service import jobs, offload, outbox
 from service.caches import AppCache, RedisCache
 from service.errors import ApiError
 from service.lead_loader import LeadQuery, LoaderStrategy, load_one, load_page
 from service.models import Lead, LeadMetadata, Tag, User
 from service.offload import Outcome, offload_or_call
+from service.outbox import SideEffect, StoredEffect
 from service.request_scope import current_toggles
 from service.runtime_context import lab_service, request_session
 from service.schemas import LeadCreate, LeadListQuery, LeadPatch, field_errors
 from service.stats import compute_stats
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("api", __name__, url_prefix="/api")
+# Lead ids are 32-bit in the database: a larger one in a URL is no lead (404), not an overflow.
+MAX_LEAD_ID = 2**31 - 1
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -46,6 +56,7 @@ def list_leads() -> ResponseReturnValue:
 
 @bp.get("/leads/<int:lead_id>")
 def get_lead(lead_id: int) -> ResponseReturnValue:
+    _check_lead_id(lead_id)
     lead = _cached_read(
         f"leads:detail:{lead_id}",
         lambda: load_one(lead_id, session=request_session(), strategy=_strategy()),
@@ -81,13 +92,11 @@ def create_lead() -> ResponseReturnValue:
     )
     lead.metadata_entries = [LeadMetadata(key=k, value=val) for k, val in body.metadata.items()]
     session.add(lead)
+    session.flush()  # the lead's id, which its side effects carry
+    stored = _store_side_effects(session, _creation_effects(lead.id))
     session.commit()
     _invalidate_caches()
-    outcomes = [
-        _side_effect(jobs.send_owner_email, lead_id=lead.id),
-        _side_effect(jobs.track_event, name="lead.created", properties={"lead_id": lead.id}),
-        _side_effect(jobs.enrich_lead, lead_id=lead.id),
-    ]
+    outcomes = _deliver(session, stored)
     if any(o.task == "enrich_lead" and o.state == "delivered" for o in outcomes):
         _invalidate_caches()  # the enrichment wrote back to the lead
     created = load_one(lead.id, session=_fresh(session), strategy=LoaderStrategy.SELECTIN)
@@ -104,6 +113,7 @@ def update_lead(lead_id: int) -> ResponseReturnValue:
             "nothing to change: send status and/or score",
             fields=[{"field": "body", "message": "expected status or score"}],
         )
+    _check_lead_id(lead_id)
     session = request_session()
     lead = session.get(Lead, lead_id)
     if lead is None:
@@ -111,17 +121,10 @@ def update_lead(lead_id: int) -> ResponseReturnValue:
     previous = lead.status
     for name, value in changes.items():
         setattr(lead, name, value.value if hasattr(value, "value") else value)
+    stored = _store_side_effects(session, _update_effects(lead_id, previous, lead.status))
     session.commit()
     _invalidate_caches()
-    outcomes = [
-        _side_effect(
-            jobs.track_event,
-            name="lead.updated",
-            properties={"lead_id": lead_id, "from": previous, "to": lead.status},
-        )
-    ]
-    if lead.status != previous:
-        outcomes.append(_side_effect(jobs.send_owner_email, lead_id=lead_id))
+    outcomes = _deliver(session, stored)
     updated = load_one(lead_id, session=_fresh(session), strategy=LoaderStrategy.SELECTIN)
     return jsonify({**(updated or {}), "side_effects": _outcomes_json(outcomes)})
 
@@ -148,34 +151,104 @@ def _computed(key: str, compute: Any) -> Any:
     return cache.get_or_compute(key, compute)
 
 
-def _side_effect(task: Any, **kwargs: Any) -> Outcome:
-    """Inline or enqueued: the ``async_offload`` toggle."""
+def _deliver(session: Session, stored: list[StoredEffect]) -> list[Outcome]:
+    """Inline or enqueued: the ``async_offload`` toggle; the outbox rows record how it went."""
     service = lab_service()
-    return offload_or_call(
-        task,
+    results = offload.deliver(
+        stored,
         offload=current_toggles().async_offload,
         queue=service.queue,
         tracer=service.telemetry.tracer,
-        **kwargs,
+        available=lambda: service.state.healthy,
     )
+    settlements = {
+        item.event_id: settled for item, (_, settled) in zip(stored, results, strict=True)
+    }
+    try:
+        outbox.settle(settlements, session=session)
+        session.commit()
+    except SQLAlchemyError:  # the rows stay pending: the relay delivers them again, idempotently
+        session.rollback()
+        log.warning("could not settle %d outbox rows", len(settlements), exc_info=True)
+    return [outcome for outcome, _ in results]
 
 
 def _track_read(name: str, properties: dict[str, Any]) -> None:
-    """Reads send an analytics event: the blocking third-party call on the read path."""
-    _side_effect(jobs.track_event, name=name, properties=properties)
+    """Reads send an analytics event: the blocking third-party call on the read path.
+
+    Best-effort: nothing is stored, so a read never writes to the database."""
+    service = lab_service()
+    offload_or_call(
+        jobs.track_event,
+        offload=current_toggles().async_offload,
+        queue=service.queue,
+        tracer=service.telemetry.tracer,
+        available=lambda: service.state.healthy,
+        name=name,
+        properties=properties,
+    )
 
 
 def _invalidate_caches() -> None:
+    """After a commit. With Redis down, L1 owes the bump; other processes' L2 entries expire by
+    their TTL (``LAB_APP_CACHE_TTL``)."""
     service = lab_service()
     service.redis_cache.invalidate()
     service.app_cache.clear()
-    service.state.bump_app_cache_generation()
+    if not service.state.healthy:
+        return
+    try:
+        service.state.bump_app_cache_generation()
+    except redis.RedisError as exc:
+        log.warning("could not bump the L2 generation (%s): entries expire by their TTL", exc)
+
+
+# --- side effects of writes -------------------------------------------------------------------
+def _creation_effects(lead_id: int) -> list[SideEffect]:
+    return [
+        SideEffect(jobs.send_owner_email, {"lead_id": lead_id}),
+        SideEffect(
+            jobs.track_event,
+            {"name": "lead.created", "properties": {"lead_id": lead_id}},
+            best_effort=True,
+        ),
+        SideEffect(jobs.enrich_lead, {"lead_id": lead_id}),
+    ]
+
+
+def _update_effects(lead_id: int, previous: str, status: str) -> list[SideEffect]:
+    effects = [
+        SideEffect(
+            jobs.track_event,
+            {
+                "name": "lead.updated",
+                "properties": {"lead_id": lead_id, "from": previous, "to": status},
+            },
+            best_effort=True,
+        )
+    ]
+    if status != previous:
+        effects.append(SideEffect(jobs.send_owner_email, {"lead_id": lead_id}))
+    return effects
+
+
+def _store_side_effects(session: Session, effects: list[SideEffect]) -> list[StoredEffect]:
+    """In the write's transaction. The relay leaves them to this request while it delivers."""
+    hold_s = outbox.HOLD_MARGIN_S
+    if not current_toggles().async_offload:  # inline: up to one provider timeout per effect
+        hold_s += len(effects) * lab_service().state.world.third_party_timeout_s
+    return outbox.record(effects, session=session, hold_s=hold_s)
 
 
 # --- helpers ----------------------------------------------------------------------------------
 def _page_json(query: LeadQuery) -> dict[str, Any]:
     page = load_page(query, session=request_session(), strategy=_strategy())
     return {"leads": page.leads, "total": page.total, "limit": query.limit, "offset": query.offset}
+
+
+def _check_lead_id(lead_id: int) -> None:
+    if lead_id > MAX_LEAD_ID:
+        raise ApiError(404, f"lead {lead_id} does not exist", field="id")
 
 
 def _list_query() -> LeadListQuery:
@@ -186,11 +259,15 @@ def _list_query() -> LeadListQuery:
 
 
 def _json_body() -> Any:
-    if not request.is_json:
+    if not request.is_json:  # a form's body is parsed away from request.data: look at the type
         raise ApiError(
-            415 if request.data else 400, "expected a JSON body with Content-Type: application/json"
+            415 if request.mimetype else 400,
+            "expected a JSON body with Content-Type: application/json",
         )
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # silent=True only covers ValueError
+        body = None
     if body is None:
         raise ApiError(400, "malformed JSON body")
     if not isinstance(body, dict):

@@ -379,6 +379,55 @@ def _toggle_names() -> str:
     return ", ".join(t.value for t in Toggle)
 
 
+# --- the outbox ---------------------------------------------------------------------------------
+@cli.command(short_help="Show where the writes' side effects stand (the transactional outbox).")
+@click.option("--database-url", default=None, metavar="URL",
+              help="SQLAlchemy URL  [default: LAB_DATABASE_URL, else LAB_VAR_DIR/lab.db]")
+@click.option("--failed", "show_failed", is_flag=True,
+              help="Also list the side effects given up on, with their last error.")
+def outbox(database_url: str | None, show_failed: bool) -> None:
+    """Count the side effects of writes (email, analytics, enrichment) by state.
+
+    \b
+    pending     stored with the lead, not yet on the queue: Redis was down, or an inline
+                email or enrichment failed and waits for a worker; the outbox relay
+                enqueues them when due
+    dispatched  on the RQ queue (retried with backoff by RQ)
+    delivered   the provider accepted it
+    failed      RQ gave up after its retries (see RQ's failed-job registry)
+    dropped     an analytics event whose inline call failed (best-effort)
+
+    \b
+    Examples:
+      latency-lab outbox
+      latency-lab outbox --failed
+    """
+    from sqlalchemy import select
+
+    from service import outbox as side_effects
+    from service.db import build_engine, session_factory
+    from service.models import OutboxEvent, OutboxState
+
+    url = database_url or _default_database_url()
+    engine = build_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            counts = side_effects.counts(session=session)
+            failed = session.execute(
+                select(OutboxEvent.created_at, OutboxEvent.task, OutboxEvent.last_error)
+                .where(OutboxEvent.state == OutboxState.FAILED.value)
+                .order_by(OutboxEvent.id.desc()).limit(50)
+            ).all() if show_failed else []  # fmt: skip
+    except Exception as exc:  # an unreachable or unseeded database: its own words help most
+        raise click.ClickException(f"could not read the outbox in {redact_url(url)}: {exc}") \
+            from None
+    finally:
+        engine.dispose()
+    click.echo(format_table(("state", "side effects"), [(k, str(n)) for k, n in counts.items()]))
+    for created_at, task, error in failed:
+        click.echo(f"{created_at:%Y-%m-%d %H:%M:%S}  {task}: {error}")
+
+
 # --- talking to the admin API ------------------------------------------------------------------
 def _admin_call(method: str, path: str, body: dict[str, Any], url: str | None) -> Any:
     settings = load_settings()

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -105,3 +105,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def settings_or_exit(process: str) -> Settings:
+    """``Settings()`` for a process's entry point: invalid settings end it with one line, e.g.
+    ``latency-lab worker: LAB_HOST=0.0.0.0 exposes the lab ...: set LAB_ADMIN_TOKEN ...``."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"latency-lab {process}: invalid settings: {problems}") from None

@@ -6,11 +6,14 @@ process (on); :func:`service.offload.offload_or_call` decides which. A task find
 and HTTP client through the :class:`TaskContext` its process bound at start-up.
 
 :class:`TracedJob` continues the request's trace in the worker: the enqueue span's context
-travels in ``job.meta`` and the job runs inside a ``rq.job`` consumer span beneath it.
+travels in ``job.meta`` and the job runs inside a ``rq.job`` consumer span beneath it. A job
+dispatched from the transactional outbox (:mod:`service.outbox`) names its row in ``job.meta``
+and marks it delivered once it has run.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +23,15 @@ from opentelemetry.trace import SpanKind
 from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import outbox
 from service.models import Lead, User, utcnow
 from service.third_party import ThirdPartyClient
 from telemetry import vocabulary as v
 
+log = logging.getLogger(__name__)
+
 TRACE_META_KEY = "otel"
+OUTBOX_META_KEY = "outbox_event"  # the event_id of the outbox row a job delivers
 
 
 @dataclass
@@ -100,6 +107,12 @@ def enrich_lead(lead_id: int, event_id: str) -> dict[str, Any]:
     return result
 
 
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    task.__name__: task for task in (send_owner_email, track_event, enrich_lead)
+}
+"""The tasks by name, as the outbox stores them."""
+
+
 # --- tracing ----------------------------------------------------------------------------------
 class TracedJob(Job):
     """An RQ job that runs inside a consumer span continuing the enqueuing request's trace."""
@@ -119,8 +132,21 @@ class TracedJob(Job):
             with tracer.start_as_current_span(
                 v.SPAN_JOB, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
             ):
-                return super().perform()
+                result = super().perform()
+                self._mark_outbox_delivered()
+                return result
         finally:
             # RQ's work horse leaves with os._exit: flush now or the job's spans are lost.
             if _context is not None:
                 _context.flush()
+
+    def _mark_outbox_delivered(self) -> None:
+        event_id = self.meta.get(OUTBOX_META_KEY)
+        if not event_id or _context is None:
+            return
+        try:
+            with _context.sessions() as session:
+                outbox.mark_delivered(str(event_id), session=session)
+                session.commit()
+        except Exception:  # the side effect happened: the relay settles the row from RQ's status
+            log.warning("could not mark outbox event %s delivered", event_id, exc_info=True)

@@ -7,6 +7,10 @@ N+1 of the article, and :mod:`service.lead_loader` is where it is fixed.
 ``Lead.owner`` skips soft-deleted reps, as CRMs commonly do. Because of that extra condition,
 SQLAlchemy cannot answer the lazy load from its identity map: every lead's owner costs a
 statement, exactly like the article's ``User.findById(lead.userId)`` loop (1 + 3N statements).
+
+``OutboxEvent`` is the transactional outbox: a write stores its side effects (email, analytics,
+enrichment) in the same transaction as the lead, so none is lost when Redis or a provider is
+down (:mod:`service.outbox` says how they travel on).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
     and_,
 )
@@ -113,3 +118,32 @@ class Lead(Base):
     metadata_entries: Mapped[list[LeadMetadata]] = relationship(
         lazy="select", order_by=LeadMetadata.key, cascade="all, delete-orphan"
     )
+
+
+class OutboxState(enum.StrEnum):
+    """Where one side effect stands; ``available_at`` says when the relay looks at it next."""
+
+    PENDING = "pending"  # stored, not (yet) handed to RQ: the relay enqueues it when due
+    DISPATCHED = "dispatched"  # enqueued: RQ retries it; the job marks it delivered
+    DELIVERED = "delivered"  # the provider accepted it (inline, or in a job)
+    FAILED = "failed"  # RQ gave up (the job is in the failed-job registry)
+    DROPPED = "dropped"  # a best-effort event (analytics) whose inline call failed
+
+
+class OutboxEvent(Base):
+    """One side effect of a write, stored with the write; ``event_id`` is its idempotency key."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_available", "state", "available_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    task: Mapped[str] = mapped_column(String(60))
+    arguments: Mapped[str] = mapped_column(Text)  # JSON keyword arguments, without event_id
+    trace_context: Mapped[str] = mapped_column(Text, default="{}")  # W3C carrier, JSON
+    state: Mapped[str] = mapped_column(String(12), default=OutboxState.PENDING.value)
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -5,13 +5,16 @@ Start-up order, each step waiting for the one before to answer:
 1. Redis: ``REDIS_URL`` when given, else a private ``redis-server`` on a free port
    (:class:`~service.redis_server.RedisServer`, working directory ``var/redis``);
 2. the lead database, seeded once (skipped when it already holds a data set);
-3. the third-party simulator; then the service (gunicorn) and the RQ workers; then the edge and
-   the dashboard.
+3. the third-party simulator; then the service (gunicorn), the RQ workers and the outbox relay
+   (:mod:`service.relay`); then the edge and the dashboard.
 
 Every child runs in its own session (process group) with its output in ``var/log/<name>.log``, and
 learns where everything is from its environment (``REDIS_URL``, ``LAB_VAR_DIR``, ``LAB_HOST``, the
 ports, ``LAB_THIRDPARTY_URL``, ``LAB_SERVICE_URL``). A child that dies, or does not answer its
 readiness URL in time, stops the start-up with an error naming it and quoting its log.
+
+If the lab's own Redis dies while the lab runs, it is started again, empty, on the same port:
+the service, the workers and the outbox relay ride that out (docs/reliability.md).
 
 Stopping sends SIGTERM to each process group (last started first), waits, then SIGKILLs whatever
 is left, including descendants that left the group (RQ's work horses call ``setpgrp``). While it
@@ -151,13 +154,14 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
                     probe=RqWorkerProbe(redis_url))
         for n in range(1, settings.rq_workers + 1)
     ]
+    relay = ProcessSpec("outbox-relay", (sys.executable, "-m", "service.relay"))
     edge = gunicorn_spec("edge", "service.edge:create_edge_app()", host=host,
                      port=settings.edge_port, threads=16, workers=1,
                      probe=HttpProbe(f"{_local_url(host, settings.edge_port)}/edge/healthz"))
     front = [edge]
     if options.dashboard and dashboard_script().is_file():
         front.append(_streamlit(settings))
-    return [[thirdparty], [service, *workers], front]
+    return [[thirdparty], [service, *workers, relay], front]
 
 
 def gunicorn_spec(name: str, app: str, *, host: str, port: int, threads: int, workers: int,
@@ -181,6 +185,8 @@ def _streamlit(settings: Settings) -> ProcessSpec:
         sys.executable, "-m", "streamlit", "run", str(dashboard_script()),
         "--server.port", str(settings.dashboard_port), "--server.address", settings.host,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        # No "Deploy" button (not a thing here) and, as a second guard, no tracebacks on the page.
+        "--client.toolbarMode", "minimal", "--client.showErrorDetails", "none",
     )
     probe = HttpProbe(f"{_local_url(settings.host, settings.dashboard_port)}/_stcore/health")
     return ProcessSpec("dashboard", argv, probe=probe, port=settings.dashboard_port)
@@ -588,8 +594,24 @@ class Lab:
             server = self.redis_server
             if server is not None and server.process is not None \
                     and server.process.poll() is not None:
-                return f"Redis (pid {server.process.pid}) exited ({server.process.returncode})"
+                failure = self._restart_redis(server)
+                if failure:
+                    return failure
             time.sleep(0.5)
+
+    def _restart_redis(self, server: RedisServer) -> str | None:
+        """Our Redis died: start it again, empty, on the same port (the lab rides it out: see
+        docs/reliability.md). Returns why not, when it cannot be restarted."""
+        assert server.process is not None
+        died = f"Redis (pid {server.process.pid}) exited ({server.process.returncode})"
+        self.warn(f"{died}; starting it again on port {server.port}, empty")
+        try:
+            with self._shielded():
+                server.start()
+        except RedisUnavailable as exc:
+            return f"{died} and could not be started again: {exc}"
+        _write_lab_info(lab_file(self.settings), self.info())
+        return None
 
     # --- stop -----------------------------------------------------------------------------
     def stop(self) -> None:

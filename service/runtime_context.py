@@ -33,8 +33,11 @@ from telemetry import vocabulary as v
 from telemetry.orm import instrument_engine
 
 EXTENSION_KEY = "latency_lab"
-# Fail open fast: a dead Redis must cost a request milliseconds, not seconds.
+# Fail open fast: a dead Redis must cost a request milliseconds, not seconds. One immediate
+# retry replaces a connection that broke when Redis restarted; redis-py's default (10 retries
+# with backoff) would make every command against a dead Redis take seconds.
 REDIS_SOCKET_TIMEOUT_S = 0.25
+REDIS_RETRIES = 1
 
 
 @dataclass
@@ -60,8 +63,10 @@ class LabService:
 
     @classmethod
     def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:
-        client = connect_redis(settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S)
-        state = SharedState(client)
+        client = connect_redis(
+            settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, retries=REDIS_RETRIES
+        )
+        state = SharedState(client, restore_lost_state=True)
         engine = build_engine(settings.resolved_database_url)
         create_schema(engine)
         instrument_engine(engine, lab_telemetry.tracer_provider)
@@ -83,7 +88,12 @@ class LabService:
             state=state,
             engine=engine,
             sessions=sessions,
-            redis_cache=RedisCache(client, ttl_s=settings.redis_cache_ttl_s, tracer=tracer),
+            redis_cache=RedisCache(
+                client,
+                ttl_s=settings.redis_cache_ttl_s,
+                tracer=tracer,
+                available=lambda: state.healthy,
+            ),
             app_cache=AppCache(
                 ttl_s=settings.app_cache_ttl_s,
                 generation=lambda: state.snapshot().app_cache_generation,

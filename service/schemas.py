@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,26 +18,39 @@ from pydantic import (
 from service.models import LeadStatus
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{2,}$")
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
 MAX_LIMIT = 500
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL cannot store NUL in text (SQLite would), and no name or note needs one."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), NoNul
+]
+Company = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=60), NoNul]  # tags, metadata keys
 
 
 class LeadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    company: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    company: Company
     contact_name: ShortText
-    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), NoNul]
     owner_id: int = Field(ge=1, le=2**31 - 1)
     status: LeadStatus = LeadStatus.NEW
     score: int = Field(0, ge=0, le=100)
-    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] = Field(
-        default_factory=list, max_length=20
+    tags: list[Name] = Field(default_factory=list, max_length=20)
+    metadata: dict[Name, Annotated[str, StringConstraints(max_length=200), NoNul]] = Field(
+        default_factory=dict, max_length=20
     )
-    metadata: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=60)],
-        Annotated[str, StringConstraints(max_length=200)],
-    ] = Field(default_factory=dict, max_length=20)
 
     @field_validator("email")
     @classmethod
@@ -69,7 +83,7 @@ class LeadListQuery(BaseModel):
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=10_000_000)
     status: LeadStatus | None = None
-    tag: Annotated[str, StringConstraints(min_length=1, max_length=60)] | None = None
+    tag: Name | None = None
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

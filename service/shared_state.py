@@ -5,7 +5,11 @@ daemon thread refreshes every ``POLL_INTERVAL_S`` (one ``MGET`` for all three ke
 anywhere is therefore seen everywhere within that interval, well inside the 1 s promise.
 
 If Redis is unreachable the last known snapshot is kept (fail open): toggles and world stay as
-they were, and ``healthy`` turns false so ``/healthz`` can say so.
+they were, and ``healthy`` turns false so ``/healthz`` can say so (and the caches and the
+offload skip Redis instead of waiting for its timeout). A process built with
+``restore_lost_state=True`` (the service) also writes its last known toggles and world back when
+they vanish from Redis after it had read them: the lab's Redis keeps nothing on disk, and a
+restarted one would otherwise bring every process back to the defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service.toggles import Toggles
 from service.world import World
@@ -38,15 +44,25 @@ class Snapshot:
     app_cache_generation: int = 0
 
 
-def connect_redis(redis_url: str | None, *, socket_timeout_s: float = 1.0) -> redis.Redis:
-    """The lab's Redis, with a clear error when the process was started without one."""
+def connect_redis(
+    redis_url: str | None, *, socket_timeout_s: float = 1.0, retries: int | None = None
+) -> redis.Redis:
+    """The lab's Redis, with a clear error when the process was started without one.
+
+    ``retries`` (immediate, no backoff) replaces redis-py's default of 10 retries with
+    exponential backoff, which would turn a dead Redis into seconds of waiting per command.
+    """
     if not redis_url:
         raise RuntimeError(
             "REDIS_URL is not set: start the lab with `latency-lab up` (it starts Redis and "
             "passes REDIS_URL on), or point REDIS_URL at a running Redis"
         )
+    options = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
     return redis.Redis.from_url(
-        redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+        redis_url,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+        **options,
     )
 
 
@@ -57,9 +73,17 @@ class SharedState:
     def connect(cls, redis_url: str | None) -> SharedState:
         return cls(connect_redis(redis_url))
 
-    def __init__(self, client: redis.Redis, *, poll_interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        restore_lost_state: bool = False,
+    ) -> None:
         self._client = client
         self._poll_interval_s = poll_interval_s
+        self._restore_lost_state = restore_lost_state
+        self._read_from_redis: set[str] = set()
         self._snapshot = Snapshot()
         self._lock = threading.Lock()
         self._poller_pid: int | None = None
@@ -109,14 +133,35 @@ class SharedState:
             self.healthy = False
             return self._snapshot
         self.healthy = True
+        self._restore_if_lost(TOGGLES_KEY, raw_toggles, self._snapshot.toggles)
+        self._restore_if_lost(WORLD_KEY, raw_world, self._snapshot.world)
         snapshot = Snapshot(
-            toggles=_parse(Toggles, raw_toggles, self._snapshot.toggles),
-            world=_parse(World, raw_world, self._snapshot.world),
+            toggles=self._parsed(Toggles, raw_toggles, self._snapshot.toggles, TOGGLES_KEY),
+            world=self._parsed(World, raw_world, self._snapshot.world, WORLD_KEY),
             app_cache_generation=int(raw_generation or 0),
         )
         with self._lock:
             self._snapshot = snapshot
         return snapshot
+
+    def _parsed(self, model: type[_Doc], raw: bytes | str | None, last: _Doc, key: str) -> _Doc:
+        """The stored document; the last known one when it vanished and is being restored."""
+        if raw is None and self._restore_lost_state and key in self._read_from_redis:
+            return last
+        return _parse(model, raw, last)
+
+    def _restore_if_lost(self, key: str, raw: bytes | str | None, last: Toggles | World) -> None:
+        if raw is not None:
+            self._read_from_redis.add(key)
+            return
+        if not (self._restore_lost_state and key in self._read_from_redis):
+            return
+        try:
+            # NX: when several processes restore at once, the first one wins and all agree.
+            if self._client.set(key, last.model_dump_json(), nx=True):
+                log.warning("shared state: %s vanished from Redis (restarted?); restored", key)
+        except redis.RedisError as exc:
+            log.warning("shared state: could not restore %s (%s)", key, exc)
 
     def _ensure_poller(self) -> None:
         # Started lazily, once per process: gunicorn and RQ fork after the app is built.

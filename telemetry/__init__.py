@@ -18,7 +18,9 @@ What ``configure`` builds:
 * export to the trace store through a bounded, counting batch processor (``OTEL_BSP_*``): a full
   queue drops spans and counts them, it never raises in a request;
 * when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, a second export over
-  OTLP/HTTP to Jaeger, Tempo or any collector.
+  OTLP/HTTP to Jaeger, Tempo or any collector;
+* both exports go through :class:`~telemetry.redaction.RedactingSpanExporter`: email addresses
+  masked, SQL statements without literal values.
 
 With ``OTEL_SDK_DISABLED=true`` nothing is recorded: the provider is a no-op, so the lab's own
 overhead can be measured against an uninstrumented run.
@@ -40,6 +42,7 @@ from telemetry import vocabulary
 from telemetry.accounting import RequestLedger, RequestTally
 from telemetry.orm import OrmRelationshipProcessor, track_relationship_loads
 from telemetry.processors import CountingBatchSpanProcessor
+from telemetry.redaction import RedactingSpanExporter
 
 __all__ = ["LabTelemetry", "RequestLedger", "RequestTally", "configure", "vocabulary"]
 
@@ -119,7 +122,7 @@ def configure(
             retention_max_age_s=retention_max_age_s,
             retention_max_spans=retention_max_spans,
         )
-        store_processor = CountingBatchSpanProcessor(exporter)
+        store_processor = CountingBatchSpanProcessor(RedactingSpanExporter(exporter))
         counting = store_processor
         # Each export also records this process's exported/dropped counts in the store.
         exporter.set_stats_source(lambda: (counting.exported, counting.dropped))
@@ -144,4 +147,4 @@ def _otlp_processor() -> SpanProcessor | None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     # The exporter reads the endpoint, headers, timeout and compression from OTEL_EXPORTER_OTLP_*.
-    return BatchSpanProcessor(OTLPSpanExporter())
+    return BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter()))

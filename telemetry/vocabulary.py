@@ -28,6 +28,14 @@ class CacheOutcome(StrEnum):
     MISS = "miss"
 
 
+class SingleFlightRole(StrEnum):
+    """On an L1 miss, who recomputed: one leader per key; followers waited for its value."""
+
+    LEADER = "leader"  # took the recompute lock and computed
+    FOLLOWER = "follower"  # waited and got the leader's value (counted as a hit)
+    FALLBACK = "fallback"  # waited in vain (slow or dead leader) and computed itself
+
+
 class Provider(StrEnum):
     """The simulated third-party providers."""
 
@@ -75,12 +83,15 @@ CACHE_LAYER = "lab.cache.layer"
 CACHE_OUTCOME = "lab.cache.outcome"  # "hit" | "miss"
 CACHE_KEY_HASH = "lab.cache.key_hash"  # sha256 prefix, never the raw key
 CACHE_ERROR = "lab.cache.error"  # set when a cache layer failed open
+CACHE_SINGLE_FLIGHT = "lab.cache.single_flight"  # SingleFlightRole, on L1 misses
+CACHE_WAIT_MS = "lab.cache.wait_ms"  # how long a follower waited for the leader's value
 THIRD_PARTY_PROVIDER = "lab.third_party.provider"
 THIRD_PARTY_MODE = "lab.third_party.mode"  # "inline" | "offloaded"
 JOB_ID = "lab.job.id"
 JOB_FUNC = "lab.job.func"
 JOB_QUEUE = "lab.job.queue"
 JOB_ENQUEUED_AT = "lab.job.enqueued_at_ns"
+JOB_DISPATCHER = "lab.job.dispatcher"  # "request" | "relay" (the outbox relay)
 ORM_RELATIONSHIP = "lab.orm.relationship"  # e.g. "Lead.owner", set on lazy-load statements
 ORM_LOADER = "lab.orm.loader"  # loader strategy of the request: "lazy" | "joined" | "selectin"
 TOGGLE_PREFIX = "lab.toggle."  # + toggle name, boolean

@@ -50,7 +50,7 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
 
     assert result.exit_code == 0
-    assert set(cli.commands) == {"up", "seed", "toggles", "world", "load", "bench"}
+    assert set(cli.commands) == {"up", "seed", "toggles", "world", "load", "bench", "outbox"}
     for command in cli.commands:
         assert command in result.output
 
@@ -60,6 +60,7 @@ def test_help_lists_the_commands() -> None:
     ("seed", "latency-lab seed --leads 20000 --seed 7 --reset"),
     ("toggles", "latency-lab toggles eager_loading=on redis_cache=on async_offload=on"),
     ("world", "latency-lab world db_round_trip_ms=0.5 analytics.latency_ms=50"),
+    ("outbox", "latency-lab outbox --failed"),
 ])
 def test_each_command_explains_itself_with_examples(command: str, example: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])

@@ -104,7 +104,7 @@ def test_tiers_start_dependencies_first_with_the_configured_sizes(tmp_path: Path
     tiers = lab_tiers(settings, LabOptions(dashboard=False), "redis://127.0.0.1:1/0")
 
     assert [[spec.name for spec in tier] for tier in tiers] == [
-        ["thirdparty"], ["service", "worker-1", "worker-2"], ["edge"],
+        ["thirdparty"], ["service", "worker-1", "worker-2", "outbox-relay"], ["edge"],
     ]
     service = tiers[1][0]
     assert "service.app:create_app()" in service.argv
@@ -356,7 +356,7 @@ def test_up_serves_every_url_and_ctrl_c_stops_every_process(
     for name in ("edge", "service", "thirdparty", "redis", "trace_store"):
         assert urls[name] in printed
     assert info["pid"] == process.pid
-    assert set(started) == {"thirdparty", "service", "worker-1", "edge", "redis"}
+    assert set(started) == {"thirdparty", "service", "worker-1", "outbox-relay", "edge", "redis"}
 
     for url in (f"{urls['edge']}/edge/healthz", f"{urls['edge']}/", f"{urls['service']}/healthz",
                 f"{urls['thirdparty']}/healthz"):

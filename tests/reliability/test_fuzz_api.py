@@ -1,0 +1,116 @@
+"""Property-based fuzzing of the whole API from its ``/openapi.json`` (schemathesis).
+
+Every operation gets valid and invalid requests (wrong types, out-of-range numbers, unknown
+fields, odd unicode, missing bodies). Whatever comes in: no 5xx, and every error is JSON with a
+message. ``PUT /admin/world`` is left out: a valid world may legitimately make every later
+request slow (a 1 s database round trip); its bad values are tested in test_bad_input.
+
+The default run is short (CI); ``pytest -m slow tests/reliability/test_fuzz_api.py`` runs the
+long one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from service.openapi import openapi_document
+from service.redis_server import RedisServer
+from service.shared_state import SharedState
+from service.world import World
+from tests.lab_fixtures import (
+    FAST_WORLD,
+    Lab,
+    ThirdParty,
+    _database_at,
+    _postgres_admin,
+    make_lab,
+)
+
+SHORT = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+LONG = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+# The document the service serves at /openapi.json (built from the same pydantic models that
+# validate requests). Each test sends its cases to its own app: ``call_and_validate(app=...)``.
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(name="PUT /admin/world")
+
+
+def errors_say_what_is_wrong(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A 4xx answer is a JSON object whose ``error`` is a non-empty message."""
+    if response.status_code < 400:
+        return None
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    content_type = headers.get("content-type", [""])
+    content_type = content_type[0] if isinstance(content_type, list) else content_type
+    assert content_type.startswith("application/json"), (
+        f"{case.operation.label} answered {response.status_code} with {content_type!r}"
+    )
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], (
+        f"{case.operation.label} answered {response.status_code} without a message: {body!r}"
+    )
+    return None
+
+
+CHECKS = [not_a_server_error, errors_say_what_is_wrong]
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def fuzz_lab(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+    redis_server: RedisServer,
+    thirdparty_process: ThirdParty,
+) -> Iterator[Lab]:
+    """One lab for every operation of a run (on SQLite, then PostgreSQL): whatever state the
+    fuzzing leaves behind (toggles switched, leads created) is state the next case must survive.
+    Its own Redis; the providers' world (the session's Redis) made fast."""
+    workdir = tmp_path_factory.mktemp("fuzz")
+    own_redis = RedisServer(workdir=workdir / "redis").start()
+    for url in (own_redis.url, redis_server.url):
+        state = SharedState(redis.Redis.from_url(url))
+        state.set_world(World.from_json(FAST_WORLD))
+        state.close()
+    drop: tuple[str, str] | None = None
+    if request.param == "postgresql":
+        admin_url, template = request.getfixturevalue("postgres_template")
+        name = f"lab_fuzz_{uuid.uuid4().hex[:10]}"
+        _postgres_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        database_url, drop = _database_at(admin_url, name), (admin_url, name)
+    else:
+        shutil.copy(sqlite_template, workdir / "lab.db")
+        database_url = f"sqlite:///{workdir / 'lab.db'}"
+    lab = make_lab(database_url, own_redis.url, thirdparty_process.url, workdir)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        own_redis.stop()
+        if drop is not None:
+            _postgres_admin(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
+
+
+@schema.parametrize()
+@SHORT
+def test_no_input_makes_the_api_fail(case: Any, fuzz_lab: Lab) -> None:
+    case.call_and_validate(app=fuzz_lab.app, checks=CHECKS)
+
+
+@pytest.mark.slow
+@schema.parametrize()
+@LONG
+def test_no_input_makes_the_api_fail_long_run(case: Any, fuzz_lab: Lab) -> None:
+    case.call_and_validate(app=fuzz_lab.app, checks=CHECKS)
