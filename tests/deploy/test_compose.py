@@ -38,7 +38,7 @@ from tests.deploy.compose_file import (
 SCHEMA = Path(__file__).with_name("compose-spec.json")
 REQUIRED_SECRETS = {"LAB_ADMIN_TOKEN", "POSTGRES_PASSWORD"}
 # The containers that run the lab's own code (one image, built here).
-LAB_SERVICES = {"seed", "thirdparty", "service", "worker", "dashboard", "edge-embedded"}
+LAB_SERVICES = {"seed", "thirdparty", "service", "worker", "relay", "dashboard", "edge-embedded"}
 EXPECTED_SERVICES = LAB_SERVICES | {"postgres", "redis", "jaeger", "edge"}
 JAEGER_UI_PORT = 16686
 
@@ -181,7 +181,7 @@ def test_lab_processes_wait_for_postgres_and_readers_of_leads_for_the_seed(
     for name in LAB_SERVICES:
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
     waiting = {n for n in LAB_SERVICES if "seed" in services[n]["depends_on"]}
-    assert waiting == {"service", "worker", "dashboard"}
+    assert waiting == {"service", "worker", "relay", "dashboard"}
     seed = command_of(services["seed"])
     assert seed[:2] == ["latency-lab", "seed"] and "--reset" not in seed  # idempotent
 
