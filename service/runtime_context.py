@@ -28,7 +28,7 @@ from service.lead_loader import LoaderStrategy
 from service.offload import QUEUE_NAME
 from service.shared_state import SharedState, connect_redis
 from service.third_party import ThirdPartyClient
-from telemetry import LabTelemetry
+from telemetry import LabTelemetry, instrument_redis
 from telemetry import vocabulary as v
 from telemetry.orm import instrument_engine
 
@@ -66,6 +66,8 @@ class LabService:
         client = connect_redis(
             settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, retries=REDIS_RETRIES
         )
+        # Cache lookups, invalidations and enqueues show as Redis spans in the request's trace.
+        instrument_redis(client, lab_telemetry.tracer_provider)
         state = SharedState(client, restore_lost_state=True)
         engine = build_engine(settings.resolved_database_url)
         create_schema(engine)

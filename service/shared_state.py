@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -177,7 +178,8 @@ class SharedState:
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_interval_s):
             try:
-                self.refresh()
+                with suppress_instrumentation():  # background polling is no request's work
+                    self.refresh()
             except Exception:  # the poller must outlive any one bad read (closed client, ...)
                 log.exception("shared state: refresh failed; keeping last known state")
 

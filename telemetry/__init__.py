@@ -44,7 +44,14 @@ from telemetry.orm import OrmRelationshipProcessor, track_relationship_loads
 from telemetry.processors import CountingBatchSpanProcessor
 from telemetry.redaction import RedactingSpanExporter
 
-__all__ = ["LabTelemetry", "RequestLedger", "RequestTally", "configure", "vocabulary"]
+__all__ = [
+    "LabTelemetry",
+    "RequestLedger",
+    "RequestTally",
+    "configure",
+    "instrument_redis",
+    "vocabulary",
+]
 
 
 @dataclass
@@ -77,6 +84,13 @@ class LabTelemetry:
         shutdown = getattr(self.tracer_provider, "shutdown", None)
         if shutdown:
             shutdown()
+
+
+def instrument_redis(client: Any, tracer_provider: trace.TracerProvider) -> None:
+    """One span per Redis command on this client (the request path's cache and queue traffic)."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor.instrument_client(client, tracer_provider=tracer_provider)
 
 
 def sdk_disabled() -> bool:

@@ -132,6 +132,13 @@ def first_attribute(attributes: Mapping[str, Any] | None, keys: tuple[str, ...])
 
 
 def db_statement(attributes: Mapping[str, Any] | None) -> str | None:
+    """The SQL text of a relational-database span, whichever key carries it; None otherwise.
+
+    The Redis instrumentation also fills ``db.statement`` (``GET ?``), but a Redis command is
+    cache or queue traffic, not one of the request's statements: it is never counted as one.
+    """
+    if first_attribute(attributes, DB_SYSTEM_KEYS) == "redis":
+        return None
     value = first_attribute(attributes, DB_STATEMENT_KEYS)
     return str(value) if value is not None else None
 

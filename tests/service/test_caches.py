@@ -115,3 +115,23 @@ def test_l2_is_invalidated_in_another_process_within_a_second(
     assert fresh, "the other process kept serving the stale total"
     assert time.monotonic() - written_at < 1.0
     assert 'cache-app;desc="miss"' in fresh.headers["Server-Timing"]
+
+
+def test_redis_commands_are_spans_of_the_request_not_statements(lab: Lab) -> None:
+    response = lab.get("/api/leads?limit=5", toggles="redis_cache=on,eager_loading=on")
+    trace_id = trace_id_of(response)
+    spans = [s for s in lab.spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id]
+    redis_spans = [s for s in spans if (s.attributes or {}).get("db.system") == "redis"]
+
+    assert {s.name for s in redis_spans} >= {"GET", "SET"}
+    assert len(lab.statements(trace_id)) == 1  # the SQL statement only
+    assert 'desc="1 statements"' in response.headers["Server-Timing"]
+
+
+def test_the_shared_state_poller_records_no_spans(lab: Lab) -> None:
+    lab.get("/healthz")  # the poller starts with the first read of the shared state
+    lab.spans.clear()
+
+    time.sleep(0.7)  # three polls or so
+
+    assert lab.spans.get_finished_spans() == ()
