@@ -53,10 +53,10 @@ from hishel.httpx import CacheTransport
 from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
-from werkzeug.exceptions import HTTPException
 
 from service.access import ADMIN_TOKEN_HEADER, is_admin
 from service.config import Settings
+from service.errors import register_json_errors
 from service.shared_state import SharedState
 from service.toggles import TOGGLE_HEADER, Toggle, ToggleError, Toggles
 from telemetry import LabTelemetry, RequestTally, configure
@@ -435,13 +435,6 @@ def _upstream_failed(exc: UpstreamError) -> ResponseReturnValue:
     return jsonify(error=exc.error, detail=exc.detail, upstream=_edge().upstream_url), exc.status
 
 
-def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    return jsonify(error=exc.description or exc.name), exc.code or 500
-
-
-def _unexpected(exc: Exception) -> ResponseReturnValue:
-    log.exception("edge: unexpected error")
-    return jsonify(error=f"the edge failed unexpectedly ({type(exc).__name__})"), 500
 
 
 # --- the factory ------------------------------------------------------------------------------
@@ -474,7 +467,6 @@ def create_edge_app(
     app.after_request(_stamp_edge_made)
     app.register_error_handler(ToggleError, _bad_toggles)
     app.register_error_handler(UpstreamError, _upstream_failed)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
+    register_json_errors(app, "the edge")
     FlaskInstrumentor().instrument_app(app, tracer_provider=telemetry.tracer_provider)
     return app

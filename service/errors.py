@@ -28,8 +28,20 @@ class ApiError(Exception):
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationError, _validation_error)
+    register_json_errors(app, "the service")
+
+
+def register_json_errors(app: Flask, who: str) -> None:
+    """HTTP errors and anything unexpected as JSON, for each of the lab's Flask apps."""
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
+
+    def unexpected(exc: Exception) -> ResponseReturnValue:
+        log.exception("%s: unhandled error", who)
+        return error_response(
+            500, f"{who} failed unexpectedly ({type(exc).__name__}); its log has the details"
+        )
+
+    app.register_error_handler(Exception, unexpected)
 
 
 def error_response(status: int, message: str, **details: Any) -> ResponseReturnValue:
@@ -53,7 +65,3 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     code = exc.code or 500
     return error_response(code, messages.get(code, exc.description or exc.name))
 
-
-def _unexpected(exc: Exception) -> ResponseReturnValue:
-    log.exception("unhandled error")
-    return error_response(500, "internal error; the service log has the details")

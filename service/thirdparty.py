@@ -42,9 +42,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from werkzeug.exceptions import HTTPException
 
 from service.config import Settings
+from service.errors import register_json_errors
 from service.shared_state import SharedState
 from service.world import ProviderWorld
 from telemetry import LabTelemetry, configure
@@ -407,13 +407,6 @@ def _bad_input(exc: BadInput) -> ResponseReturnValue:
     return jsonify(error=str(exc)), 400
 
 
-def _http_error(exc: HTTPException) -> ResponseReturnValue:
-    return jsonify(error=exc.description or exc.name), exc.code or 500
-
-
-def _unexpected(exc: Exception) -> ResponseReturnValue:
-    log.exception("third-party simulator: unexpected error")
-    return jsonify(error=f"the simulator failed unexpectedly ({type(exc).__name__})"), 500
 
 
 # --- the factory ------------------------------------------------------------------------------
@@ -434,7 +427,6 @@ def create_thirdparty_app(
     app.extensions[EXTENSION_KEY] = ThirdPartySimulator(shared_state)
     app.register_blueprint(routes)
     app.register_error_handler(BadInput, _bad_input)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected)
+    register_json_errors(app, "the third-party simulator")
     FlaskInstrumentor().instrument_app(app, tracer_provider=telemetry.tracer_provider)
     return app

@@ -46,6 +46,15 @@ FAST_WORLD = {
     "enrichment": {"latency_ms": 1.0, "jitter_ms": 0.0},
 }
 # Where a PostgreSQL may answer (trust auth on CI machines); LAB_TEST_POSTGRES_URL replaces them.
+# A valid lead for the create tests (owner 2 and tag "enterprise" exist in every seeded data set).
+NEW_LEAD = {
+    "company": "Hooli",
+    "contact_name": "Gavin Belson",
+    "email": "gavin@hooli.example",
+    "owner_id": 2,
+    "tags": ["enterprise"],
+    "metadata": {"source": "event"},
+}
 POSTGRES_CANDIDATES = (
     "postgresql+psycopg://root@127.0.0.1:5432/test",
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",

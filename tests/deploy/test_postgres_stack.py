@@ -29,6 +29,7 @@ from telemetry import vocabulary as v
 from telemetry.store import TraceStore
 from tests.deploy.compose_file import load_compose
 from tests.lab_fixtures import (
+    NEW_LEAD,
     ThirdParty,
     eventually,
     process_env,
@@ -42,14 +43,6 @@ pytestmark = pytest.mark.postgres
 
 LEADS = 60
 PROVIDERS = (v.Provider.EMAIL, v.Provider.ANALYTICS, v.Provider.ENRICHMENT)
-NEW_LEAD = {
-    "company": "Hooli",
-    "contact_name": "Gavin Belson",
-    "email": "gavin@hooli.example",
-    "owner_id": 2,
-    "tags": ["enterprise"],
-    "metadata": {"source": "event"},
-}
 
 
 @dataclass

@@ -9,20 +9,13 @@ import pytest
 from telemetry import vocabulary as v
 from telemetry.store import TraceStore
 from tests.lab_fixtures import (
+    NEW_LEAD,
     Lab,
     ThirdParty,
     eventually,
     make_lab,
 )
 
-NEW_LEAD = {
-    "company": "Hooli",
-    "contact_name": "Gavin Belson",
-    "email": "gavin@hooli.example",
-    "owner_id": 2,
-    "tags": ["enterprise"],
-    "metadata": {"source": "event"},
-}
 PROVIDERS = (v.Provider.EMAIL, v.Provider.ANALYTICS, v.Provider.ENRICHMENT)
 
 
