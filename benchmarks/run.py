@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import httpx
 from tqdm import tqdm
@@ -100,6 +102,8 @@ def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
         return
     say("no lab running: starting one for the bench (it stops when the bench ends)")
     lab = Lab(settings, LabOptions(dashboard=False), say=lambda _message: None)
+    # SIGTERM would end this process without unwinding: the lab's processes would outlive it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         lab.start()
         info = lab.info()
@@ -107,6 +111,11 @@ def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
         yield LabHandle(target, list(info.processes.values()), lab.redis_url, True)
     finally:
         lab.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _target(edge_url: str, service_url: str, settings: Settings) -> Target:

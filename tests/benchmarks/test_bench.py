@@ -6,26 +6,33 @@ Counts, not timings: timings are figures the report prints, never pass/fail here
 from __future__ import annotations
 
 import json
-import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from benchmarks.plan import configurations
 from service.redis_server import free_port
+from tests.lab_fixtures import process_env
+
+
+def _bench_environment(var_dir: Path) -> dict[str, str]:
+    """A small embedded lab of the bench's own: private Redis, free ports, its own var dir."""
+    env = process_env(LAB_VAR_DIR=str(var_dir), LAB_SERVICE_WORKERS="2", LAB_RQ_WORKERS="1")
+    for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD"):
+        env[f"LAB_{name}_PORT"] = str(free_port())
+    return env
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     var_dir = tmp_path_factory.mktemp("bench")
-    env = {k: val for k, val in os.environ.items() if not k.startswith(("LAB_", "OTEL_"))}
-    env.pop("REDIS_URL", None)
-    env |= {"LAB_VAR_DIR": str(var_dir), "LAB_SERVICE_WORKERS": "2", "LAB_RQ_WORKERS": "1"}
-    for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD"):
-        env[f"LAB_{name}_PORT"] = str(free_port())
+    env = _bench_environment(var_dir)
     result = subprocess.run(
         [sys.executable, "-m", "service.cli", "bench", "--quick"],
         env=env,
@@ -93,3 +100,27 @@ def test_article_rows_and_lab_costs_are_reported(
     for name in ("report.json", "report.md", "report.html"):
         assert (directory / name).stat().st_size > 0
     assert "plotly" in (directory / "report.html").read_text()[:200_000].lower()
+
+
+def test_sigterm_stops_the_lab_the_bench_started(tmp_path: Path) -> None:
+    env = _bench_environment(tmp_path)
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "bench", "--quick"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lab_file = tmp_path / "lab.json"
+    deadline = time.monotonic() + 120
+    while not lab_file.exists() and time.monotonic() < deadline and bench.poll() is None:
+        time.sleep(0.2)
+    assert lab_file.exists(), "the bench never started its lab"
+    pids = list(json.loads(lab_file.read_text())["processes"].values())
+    family = [psutil.Process(pid) for pid in pids]
+    family += [child for parent in list(family) for child in parent.children(recursive=True)]
+
+    bench.send_signal(signal.SIGTERM)
+    bench.wait(timeout=60)
+    _, alive = psutil.wait_procs(family, timeout=20)
+
+    assert alive == [], f"left running: {[p.pid for p in alive]}"
