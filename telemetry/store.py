@@ -450,24 +450,19 @@ class TraceStore:
         since_ns: int | None = None,
     ) -> list[dict[str, Any]]:
         """Newest request summaries first; ``toggles``/``world``/``n_plus_one`` decoded."""
-        query = (
-            select(requests_table)
-            .where(*_request_filters(since_ns, service, route))
-            .order_by(requests_table.c.start_ns.desc())
-            .limit(limit)
-        )
-        with self._read() as connection:
-            return [_decode_request(row._mapping) for row in connection.execute(query)]
+        filters = _request_filters(since_ns, service, route)
+        return self._requests(filters, requests_table.c.start_ns.desc(), limit)
 
     def slowest_requests(
         self, limit: int = 20, since_ns: int | None = None, *, service: str | None = None
     ) -> list[dict[str, Any]]:
-        query = (
-            select(requests_table)
-            .where(*_request_filters(since_ns, service, None))
-            .order_by(requests_table.c.duration_ms.desc())
-            .limit(limit)
-        )
+        filters = _request_filters(since_ns, service, None)
+        return self._requests(filters, requests_table.c.duration_ms.desc(), limit)
+
+    def _requests(
+        self, filters: list[ColumnElement[bool]], order: ColumnElement[Any], limit: int
+    ) -> list[dict[str, Any]]:
+        query = select(requests_table).where(*filters).order_by(order).limit(limit)
         with self._read() as connection:
             return [_decode_request(row._mapping) for row in connection.execute(query)]
 
