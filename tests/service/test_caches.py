@@ -25,10 +25,6 @@ NEW_LEAD = {
 }
 
 
-def _statements(response: object) -> str:
-    return str(response.headers["Server-Timing"])  # type: ignore[attr-defined]
-
-
 def test_l1_second_read_is_a_redis_hit_with_no_statements(lab: Lab) -> None:
     first = lab.get("/api/leads?limit=20", toggles="redis_cache=on")
     second = lab.get("/api/leads?limit=20", toggles="redis_cache=on")
