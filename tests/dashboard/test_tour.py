@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dashboard import tour
 from service.toggles import ARTICLE_ORDER, Toggles
 
@@ -34,3 +36,27 @@ def test_a_comparison_waits_for_the_step_before() -> None:
 
     assert result.passed is None
     assert result.text == "p50 latency: 1.6 ms (measure the step before to compare)"
+
+
+def _unresolved(target: str) -> str | None:
+    """Why the tour cannot show ``module:qualname``, or None when it can."""
+    from dashboard.data import source_of
+
+    shown = source_of(target)
+    name = target.partition(":")[2].rsplit(".", 1)[-1]
+    if shown.startswith(f"# The source of {target} is not available"):
+        return shown
+    if f"def {name}(" not in shown and f"class {name}" not in shown:
+        return f"the source shown for {target} does not define {name}"
+    return None
+
+
+@pytest.mark.parametrize(
+    "step", tour.STEPS, ids=[f"step{step.number}" for step in tour.STEPS]
+)
+def test_every_code_reference_of_the_step_resolves(step: tour.TourStep) -> None:
+    """What the page shows under "The code this switch selects" is real code, for every step:
+    the same function the page calls (``dashboard.data.source_of``), every target."""
+    assert step.code, f"step {step.number} names no code"
+    problems = [problem for target in step.code if (problem := _unresolved(target))]
+    assert not problems, f"step {step.number} ({step.title}) shows no code for: {problems}"
