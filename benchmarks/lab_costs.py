@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import random
-import statistics
 import tempfile
 import threading
 import time
@@ -26,6 +25,7 @@ from sqlalchemy import insert
 
 from service.toggles import TOGGLE_HEADER, Toggles
 from telemetry import vocabulary as v
+from telemetry.percentiles import nearest_rank
 from telemetry.store import TraceStore, requests_table, spans_table
 
 OPTIMIZED = Toggles(eager_loading=True, redis_cache=True, app_cache=True, async_offload=True)
@@ -48,7 +48,7 @@ def telemetry_overhead(urls: dict[str, str], requests: int) -> dict[str, Any]:
                     started = time.perf_counter()
                     client.get(f"{url}/api/leads?limit=100").raise_for_status()
                     samples[name].append((time.perf_counter() - started) * 1000)
-    p50 = {name: statistics.median(values) for name, values in samples.items()}
+    p50 = {name: nearest_rank(values, 50) or 0.0 for name, values in samples.items()}
     on, off = p50["instrumented"], p50["uninstrumented"]
     return {
         "p50_ms_instrumented": round(on, 3),

@@ -21,6 +21,7 @@ import httpx
 
 from service.toggles import LOADER_HEADER, TOGGLE_HEADER
 from telemetry.accounting import ServerTiming, parse_server_timing
+from telemetry.percentiles import nearest_rank
 
 
 class Endpoint(StrEnum):
@@ -122,7 +123,7 @@ class LoadReport:
 
 
 def summarize(samples: list[Sample], elapsed_s: float) -> dict[str, float | int | None]:
-    latencies = sorted(s.latency_ms for s in samples)
+    latencies = [s.latency_ms for s in samples]
     statements = [s.timing.statements for s in samples if s.timing.statements is not None]
     ext = [s.timing.ext_ms for s in samples if s.timing.ext_ms is not None]
     hits: Counter[str] = Counter()
@@ -148,11 +149,10 @@ def summarize(samples: list[Sample], elapsed_s: float) -> dict[str, float | int 
     return out
 
 
-def percentile(sorted_values: list[float], pct: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values) + 0.5) - 1))
-    return round(sorted_values[index], 2)
+def percentile(values: list[float], pct: float) -> float | None:
+    """The lab's percentile (:mod:`telemetry.percentiles`, nearest rank), to 0.01 ms."""
+    value = nearest_rank(values, pct)
+    return None if value is None else round(value, 2)
 
 
 class LoadGenerator:

@@ -77,6 +77,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from telemetry import vocabulary as v
+from telemetry.percentiles import nearest_ranks
 
 log = logging.getLogger(__name__)
 
@@ -610,13 +611,6 @@ def _percentiles_in_python(
     for row in connection.execute(query):
         durations.setdefault(tuple(row[:-1]), []).append(row[-1])
     return {key: nearest_ranks(values, percents) for key, values in durations.items()}
-
-
-def nearest_ranks(values: Sequence[float], percents: Sequence[int]) -> dict[int, float]:
-    """``{p: the ceil(p/100 * n)-th smallest value}``, as PostgreSQL's ``percentile_disc``."""
-    ordered = sorted(values)
-    count = len(ordered)
-    return {p: ordered[max(0, (p * count + 99) // 100 - 1)] for p in percents}
 
 
 def _decode_request(row: Mapping[Any, Any]) -> dict[str, Any]:

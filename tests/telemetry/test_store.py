@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from telemetry import vocabulary as v
 from telemetry.nplusone import Finding
-from telemetry.store import TraceStore, TraceStoreExporter, nearest_ranks, normalize_url
+from telemetry.store import TraceStore, TraceStoreExporter, normalize_url
 from tests.telemetry.factories import (
     MS,
     RecordingProvider,
@@ -317,13 +317,6 @@ def test_sqlite_store_is_set_up_for_many_writers(sqlite_store_url: str) -> None:
 )
 def test_store_urls(given: str, expected: str) -> None:
     assert normalize_url(given).render_as_string(hide_password=False) == expected
-
-
-def test_nearest_rank_percentiles_match_postgresql_percentile_disc() -> None:
-    values = [float(i) for i in range(1, 101)]
-    assert nearest_ranks(values, (50, 95, 99)) == {50: 50.0, 95: 95.0, 99: 99.0}
-    assert nearest_ranks([3.0], (50, 99)) == {50: 3.0, 99: 3.0}
-    assert nearest_ranks([4.0, 1.0, 3.0, 2.0], (50,)) == {50: 2.0}
 
 
 def test_exported_spans_survive_a_real_provider(sqlite_store_url: str) -> None:
