@@ -153,7 +153,7 @@ STEPS: tuple[TourStep, ...] = (
         "real worker processes make them, inside the same trace.",
         "Third-party time on the request path drops to zero; the **Background jobs** page shows "
         "them running in workers, and a trace shows the job after the response.",
-        ("service.offload:offload_or_call", "service.api:_side_effect"),
+        ("service.offload:offload_or_call", "service.offload:deliver"),
         "Realistic mix",
         (
             Check("third-party time per request", "ext_ms", None, _ms,
