@@ -4,6 +4,7 @@
 
     latency-lab up                                   # everything; the front door is :8000
     latency-lab up --no-dashboard --workers 2
+    latency-lab status                               # the running lab's processes, restarts
     latency-lab seed --leads 20000 --reset
     latency-lab toggles                              # show the five switches
     latency-lab toggles eager_loading=on redis_cache=on
@@ -23,6 +24,7 @@ code 2; an unreachable lab or a refused request exits with 1.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -108,9 +110,11 @@ def up(ctx: click.Context, workers: int | None, rq_workers: int | None, no_dashb
 
     Starts Redis (unless REDIS_URL is set), seeds the database if it is empty, then the
     third-party simulator, the service, the RQ workers, the edge and the dashboard; prints their
-    URLs and waits. Ctrl-C (or SIGTERM) stops every process and exits 0; if a process dies, the
-    lab stops and exits 1. Logs are in LAB_VAR_DIR/log, the running lab's URLs and PIDs in
-    LAB_VAR_DIR/lab.json.
+    URLs and waits. A process that dies is started again (with backoff); one that keeps dying
+    (5 exits within 60 s) is given up on, and if it is the service, the edge or Redis the lab
+    stops and exits 1. Ctrl-C (or SIGTERM) stops every process and exits 0. Logs are in
+    LAB_VAR_DIR/log; the running lab's URLs, PIDs and restarts are in LAB_VAR_DIR/lab.json
+    (`latency-lab status` prints them).
 
     \b
     Examples:
@@ -125,6 +129,42 @@ def up(ctx: click.Context, workers: int | None, rq_workers: int | None, no_dashb
                          ready_timeout_s=ready_timeout)
     lab = Lab(settings, options, say=click.echo, warn=lambda message: click.echo(message, err=True))
     ctx.exit(lab.run())
+
+
+# --- status ------------------------------------------------------------------------------------
+@cli.command(short_help="Show the running lab's processes: state, PID, uptime, restarts.")
+def status() -> None:
+    """Print each process of the lab running from LAB_VAR_DIR: its state (up, restarting,
+    not responding, down), PID, uptime, restarts and last exit. Exits 1 when no lab runs there,
+    and 3 when a process is down or not responding.
+
+    \b
+    Examples:
+      latency-lab status
+      LAB_VAR_DIR=/tmp/lab2/var latency-lab status
+    """
+    from service.lab_info import format_duration, process_statuses
+
+    settings = load_settings()
+    info = read_lab_info(settings)
+    if info is None:
+        raise click.ClickException(
+            f"no lab is running from {settings.var_dir} (no live {settings.var_dir / 'lab.json'}):"
+            " start one with `latency-lab up`, or set LAB_VAR_DIR to that lab's folder"
+        )
+    processes = process_statuses(info)
+    click.echo(f"Latency Lab (pid {info.pid}) up {format_duration(time.time() - info.started_at)}"
+               f", front door {info.urls.get('edge')}, logs in {info.log_dir}")
+    rows = [(p.name + (" *" if p.essential else ""), p.state, str(p.pid), p.uptime,
+             str(p.restarts), p.last_exit or "-") for p in processes]
+    click.echo(format_table(("process", "state", "pid", "uptime", "restarts", "last exit"), rows))
+    click.echo("* essential: the lab stops if it cannot be kept running")
+    troubled = [p for p in processes if p.state in ("down", "not responding")]
+    for process in troubled:
+        click.echo(f"{process.name} is {process.state}: see {info.log_dir}/{process.name}.log",
+                   err=True)
+    if troubled:
+        raise click.exceptions.Exit(3)
 
 
 # --- seed --------------------------------------------------------------------------------------

@@ -62,10 +62,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
-        binary = find_redis_binary()
+    def command(self) -> list[str]:
+        """The ``redis-server`` command line (raises :class:`RedisUnavailable` with no binary)."""
         args = [
-            str(binary),
+            str(find_redis_binary()),
             "--bind",
             self.host,
             "--port",
@@ -78,8 +78,13 @@ class RedisServer:
             "yes",
         ]
         if self._workdir is not None:
-            self._workdir.mkdir(parents=True, exist_ok=True)
             args += ["--dir", str(self._workdir)]
+        return args
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        args = self.command()
+        if self._workdir is not None:
+            self._workdir.mkdir(parents=True, exist_ok=True)
         log = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL  # noqa: SIM115
         # Its own session: a Ctrl-C meant for the lab must not kill Redis before the workers stop.
         self.process = subprocess.Popen(

@@ -3,7 +3,7 @@
 Start-up order, each step waiting for the one before to answer:
 
 1. Redis: ``REDIS_URL`` when given, else a private ``redis-server`` on a free port
-   (:class:`~service.redis_server.RedisServer`, working directory ``var/redis``);
+   (:class:`~service.redis_server.RedisServer`'s command line, working directory ``var/redis``);
 2. the lead database, seeded once (skipped when it already holds a data set);
 3. the third-party simulator; then the service (gunicorn), the RQ workers and the outbox relay
    (:mod:`service.relay`); then the edge and the dashboard.
@@ -11,58 +11,89 @@ Start-up order, each step waiting for the one before to answer:
 Every child runs in its own session (process group) with its output in ``var/log/<name>.log``, and
 learns where everything is from its environment (``REDIS_URL``, ``LAB_VAR_DIR``, ``LAB_HOST``, the
 ports, ``LAB_THIRDPARTY_URL``, ``LAB_SERVICE_URL``). A child that dies, or does not answer its
-readiness URL in time, stops the start-up with an error naming it and quoting its log.
+readiness URL in time, during start-up stops the start-up with an error naming it and quoting its
+log.
 
-If the lab's own Redis dies while the lab runs, it is started again, empty, on the same port:
-the service, the workers and the outbox relay ride that out (docs/reliability.md).
+Once the lab is up, :class:`~service.supervisor.Supervisor` looks after the children: one that
+dies is started again with exponential backoff and counts as back once its readiness probe
+passes again; one that crash-loops (5 exits within 60 s) is given up on with its log quoted, and
+only if it is essential (the service, the edge, the lab's own Redis) does the lab then stop. A
+restarted Redis is empty: the service, the workers and the outbox relay ride that out
+(docs/reliability.md). Why our own supervisor rather than supervisord or circus: see
+:mod:`service.supervisor`.
 
 Stopping sends SIGTERM to each process group (last started first), waits, then SIGKILLs whatever
 is left, including descendants that left the group (RQ's work horses call ``setpgrp``). While it
-runs, the lab describes itself in ``var/lab.json`` (URLs and PIDs), which other commands read and
-``stop`` removes.
+runs, the lab describes itself in ``var/lab.json`` (URLs, PIDs, and per process its state, start
+time, restarts and last exit), which ``latency-lab status`` and the dashboard read and ``stop``
+removes.
 
 Usage::
 
     lab = Lab(Settings(), LabOptions(dashboard=False))
-    exit_code = lab.run()  # blocks until Ctrl-C / SIGTERM (0) or a child dies (1)
+    exit_code = lab.run()  # blocks until Ctrl-C / SIGTERM (0), or an essential child is lost (1)
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import psutil
 import redis
 
 from service.config import Settings
+from service.lab_info import (
+    LabInfo,
+    ProcessStatus,
+    lab_file,
+    process_statuses,
+    read_lab_info,
+    write_lab_info,
+)
 from service.redis_server import RedisServer, RedisUnavailable
+from service.supervisor import (
+    POLL_INTERVAL_S,
+    STOP_GRACE_S,
+    HttpProbe,
+    LabError,
+    Probe,
+    ProcessSpec,
+    RedisProbe,
+    RestartPolicy,
+    RqWorkerProbe,
+    RunningProcess,
+    Supervisor,
+    describe_exit,
+    log_excerpt,
+    redact_url,
+    terminate_trees,
+)
+
+__all__ = [
+    "HttpProbe", "Lab", "LabError", "LabInfo", "LabOptions", "ProcessSpec", "ProcessStatus",
+    "RqWorkerProbe", "RunningProcess", "Supervisor", "check_ports_free", "child_environment",
+    "dashboard_script", "describe_exit", "gunicorn_spec", "lab_tiers", "log_excerpt",
+    "process_statuses", "read_lab_info", "redact_url", "terminate_trees",
+]
 
 READY_TIMEOUT_S = 90.0
-STOP_GRACE_S = 10.0
-POLL_INTERVAL_S = 0.2
-LAB_FILE_NAME = "lab.json"
-LOG_TAIL_LINES = 25
+REDIS_READY_TIMEOUT_S = 10.0
+ESSENTIAL = frozenset({"service", "edge", "redis"})
+"""Processes the lab cannot go on without: when one crash-loops, the lab stops."""
 
 Say = Callable[[str], None]
-
-
-class LabError(RuntimeError):
-    """The lab could not start, or a part of it died; the message names the part and says why."""
 
 
 class StopRequested(BaseException):  # like KeyboardInterrupt: not an Exception
@@ -74,57 +105,6 @@ class StopRequested(BaseException):  # like KeyboardInterrupt: not an Exception
 
 
 # --- what to run -------------------------------------------------------------------------------
-Probe = Callable[[int], bool]
-"""Readiness check for one child, given its PID: True once it serves."""
-
-
-class HttpProbe:
-    """Ready when ``GET url`` answers 200."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, pid: int) -> bool:
-        try:
-            # trust_env=False: a proxy from HTTP_PROXY must not stand between us and our children
-            return httpx.get(self.url, timeout=1.0, trust_env=False).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def __repr__(self) -> str:
-        return self.url
-
-
-class RqWorkerProbe:
-    """Ready when an RQ worker running as this child (or one of its descendants) has registered."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-
-    def __call__(self, pid: int) -> bool:
-        from rq import Worker  # the CLI's other commands should not pay for importing rq
-
-        pids = {pid} | {p.pid for p in _descendants(pid)}
-        try:
-            with redis.Redis.from_url(self.redis_url, socket_timeout=1.0) as client:
-                return any(worker.pid in pids for worker in Worker.all(connection=client))
-        except redis.RedisError:
-            return False
-
-    def __repr__(self) -> str:
-        return f"RQ worker registration in {redact_url(self.redis_url)}"
-
-
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One child process: its name (and log file name), command line and readiness check."""
-
-    name: str
-    argv: tuple[str, ...]
-    probe: Probe | None = None
-    port: int | None = None
-
-
 @dataclass(frozen=True)
 class LabOptions:
     """Choices of ``latency-lab up`` that are not settings of the processes themselves."""
@@ -133,6 +113,10 @@ class LabOptions:
     seed_leads: int = 5000
     ready_timeout_s: float = READY_TIMEOUT_S
     stop_grace_s: float = STOP_GRACE_S
+    restart: RestartPolicy | None = None  # default: RestartPolicy with ready_timeout_s
+
+    def restart_policy(self) -> RestartPolicy:
+        return self.restart or RestartPolicy(ready_timeout_s=self.ready_timeout_s)
 
 
 def dashboard_script() -> Path:
@@ -223,203 +207,6 @@ def child_environment(settings: Settings, redis_url: str,
     return env
 
 
-# --- running children --------------------------------------------------------------------------
-@dataclass
-class RunningProcess:
-    spec: ProcessSpec
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    tier: int
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def exit_code(self) -> int | None:
-        return self.popen.poll()
-
-
-class Supervisor:
-    """Starts children in their own sessions, watches them, and stops them with all descendants."""
-
-    def __init__(self, log_dir: Path, env: Mapping[str, str]) -> None:
-        self.log_dir = log_dir
-        self.env = dict(env)
-        self.running: list[RunningProcess] = []
-
-    def spawn(self, spec: ProcessSpec, *, tier: int = 0) -> RunningProcess:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{spec.name}.log"
-        with open(log_path, "wb") as log:
-            popen = subprocess.Popen(
-                spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True,
-            )
-        process = RunningProcess(spec, popen, log_path, tier)
-        self.running.append(process)
-        return process
-
-    def wait_ready(self, processes: Iterable[RunningProcess], timeout_s: float) -> None:
-        """Return once every process's probe passes; raise :class:`LabError` naming a laggard."""
-        pending = [p for p in processes if p.spec.probe is not None]
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            for process in pending:
-                if process.exit_code() is not None:
-                    raise LabError(describe_exit(process, "during start-up"))
-            pending = [p for p in pending if not _probe(p)]
-            if pending and time.monotonic() > deadline:
-                laggard = pending[0]
-                raise LabError(
-                    f"{laggard.spec.name} (pid {laggard.pid}) was not ready after {timeout_s:.0f} s"
-                    f" (waiting for {laggard.spec.probe!r}).\n{log_excerpt(laggard.log_path)}"
-                )
-            if pending:
-                time.sleep(POLL_INTERVAL_S)
-
-    def first_exited(self) -> RunningProcess | None:
-        return next((p for p in self.running if p.exit_code() is not None), None)
-
-    def stop(self, grace_s: float = STOP_GRACE_S, hurry: threading.Event | None = None) -> None:
-        """Stop every child, last tier first; nothing any of them started survives."""
-        for tier in sorted({p.tier for p in self.running}, reverse=True):
-            group = [p for p in self.running if p.tier == tier]
-            terminate_trees([p.popen for p in group], grace_s=grace_s, hurry=hurry)
-        self.running.clear()
-
-
-def _probe(process: RunningProcess) -> bool:
-    assert process.spec.probe is not None
-    return process.spec.probe(process.pid)
-
-
-def terminate_trees(popens: list[subprocess.Popen[bytes]], *, grace_s: float,
-                    hurry: threading.Event | None = None) -> None:
-    """SIGTERM each session leader's group, wait up to ``grace_s``, then SIGKILL what is left.
-
-    Descendants are tracked throughout, so a process that moved to another group (an RQ work
-    horse) is killed too if it outlives its parent's warm shutdown.
-    """
-    tracked: dict[int, psutil.Process] = {}
-    _track(tracked, popens)
-    for popen in popens:
-        _signal_group(popen.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and not (hurry and hurry.is_set()):
-        _track(tracked, popens)
-        if not _alive(tracked.values()):
-            break
-        time.sleep(0.1)
-    for popen in popens:
-        _signal_group(popen.pid, signal.SIGKILL)
-    for process in _alive(tracked.values()):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    for popen in popens:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=5)
-    psutil.wait_procs(_alive(tracked.values()), timeout=5)
-
-
-def _track(tracked: dict[int, psutil.Process], popens: Iterable[subprocess.Popen[bytes]]) -> None:
-    for popen in popens:
-        try:
-            root = psutil.Process(popen.pid)
-        except psutil.NoSuchProcess:
-            continue
-        for process in [root, *_descendants(popen.pid)]:
-            tracked.setdefault(process.pid, process)
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def describe_exit(process: RunningProcess, when: str) -> str:
-    code = process.exit_code()
-    how = f"was killed by {signal.Signals(-code).name}" if code and code < 0 else f"exited ({code})"
-    return f"{process.spec.name} (pid {process.pid}) {how} {when}.\n{log_excerpt(process.log_path)}"
-
-
-def log_excerpt(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log, indented, under a heading naming the file."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 16_384))
-            tail = log.read().decode(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {path})"
-    if not tail:
-        return f"({path} is empty)"
-    return f"Last lines of {path}:\n" + "\n".join(f"    {line}" for line in tail)
-
-
-# --- the lab description file ------------------------------------------------------------------
-@dataclass(frozen=True)
-class LabInfo:
-    """What ``var/lab.json`` says about a running lab."""
-
-    pid: int
-    started_at: float
-    urls: dict[str, str]
-    processes: dict[str, int]
-    log_dir: str
-    owns_redis: bool = False
-
-    def is_alive(self) -> bool:
-        try:
-            return abs(psutil.Process(self.pid).create_time() - self.started_at) < 1.0
-        except psutil.Error:
-            return False
-
-
-def lab_file(settings: Settings) -> Path:
-    return settings.var_dir / LAB_FILE_NAME
-
-
-def read_lab_info(settings: Settings) -> LabInfo | None:
-    """The running lab's description, or None when there is none (or only a stale one)."""
-    try:
-        data = json.loads(lab_file(settings).read_text())
-        info = LabInfo(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    return info if info.is_alive() else None
-
-
-def _write_lab_info(path: Path, info: LabInfo) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(asdict(info), indent=2) + "\n")
-    temporary.replace(path)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 # --- the lab -----------------------------------------------------------------------------------
 def _print(message: str) -> None:
     print(message, flush=True)
@@ -448,7 +235,8 @@ class Lab:
 
     # --- run: the whole life of `latency-lab up` -------------------------------------------
     def run(self) -> int:
-        """Start, announce, serve until SIGINT/SIGTERM (exit 0) or a failure (exit 1)."""
+        """Start, announce, serve until SIGINT/SIGTERM (exit 0) or an essential child is lost or
+        the start fails (exit 1)."""
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
@@ -467,7 +255,7 @@ class Lab:
             exit_code = 1
         finally:
             self._stopping = True
-            started = self.supervisor is not None or self.redis_server is not None
+            started = self.supervisor is not None
             self.stop()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -502,15 +290,27 @@ class Lab:
         tiers = lab_tiers(settings, self.options, "")  # only for the ports they will bind
         check_ports_free(settings.host, [spec for tier in tiers for spec in tier])
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_url = self._start_redis()
+        redis_spec = self._redis_spec()
+        self.supervisor = Supervisor(settings.log_dir, child_environment(settings, self.redis_url),
+                                     warn=self.warn, policy=self.options.restart_policy())
+        if redis_spec is not None:
+            self.say("starting Redis...")
+            self._start_tier([redis_spec], 0, REDIS_READY_TIMEOUT_S)
         self._seed()
-        self.supervisor = Supervisor(settings.log_dir, child_environment(settings, self.redis_url))
-        for number, tier in enumerate(lab_tiers(settings, self.options, self.redis_url)):
+        for number, tier in enumerate(lab_tiers(settings, self.options, self.redis_url), 1):
             self.say("starting " + ", ".join(spec.name for spec in tier) + "...")
-            with self._shielded():
-                started = [self.supervisor.spawn(spec, tier=number) for spec in tier]
-            self.supervisor.wait_ready(started, self.options.ready_timeout_s)
-        _write_lab_info(lab_file(settings), self.info())
+            self._start_tier(tier, number, self.options.ready_timeout_s)
+        write_lab_info(lab_file(settings), self.info())
+
+    def _start_tier(self, tier: list[ProcessSpec], number: int, timeout_s: float) -> None:
+        assert self.supervisor is not None
+        with self._shielded():
+            started = [
+                self.supervisor.spawn(dataclasses.replace(spec, essential=spec.name in ESSENTIAL),
+                                      tier=number)
+                for spec in tier
+            ]
+        self.supervisor.wait_ready(started, timeout_s)
 
     def _refuse_second_lab(self) -> None:
         running = read_lab_info(self.settings)
@@ -522,20 +322,21 @@ class Lab:
             )
         lab_file(self.settings).unlink(missing_ok=True)  # a stale file from a killed lab
 
-    def _start_redis(self) -> str:
+    def _redis_spec(self) -> ProcessSpec | None:
+        """The lab's own Redis as a child (None when ``REDIS_URL`` names one); sets redis_url."""
         if self.settings.redis_url:
             _check_redis(self.settings.redis_url)
-            return self.settings.redis_url
-        self.say("starting Redis...")
-        server = RedisServer(workdir=self.settings.var_dir / "redis",
-                             log_file=self.settings.log_dir / "redis.log")
-        self.redis_server = server
+            self.redis_url = self.settings.redis_url
+            return None
+        workdir = self.settings.var_dir / "redis"
+        server = RedisServer(workdir=workdir)
         try:
-            with self._shielded():
-                server.start()
+            argv = tuple(server.command())
         except RedisUnavailable as exc:
             raise LabError(f"could not start Redis: {exc}") from exc
-        return server.url
+        self.redis_server, self.redis_url = server, server.url
+        return ProcessSpec("redis", argv, probe=RedisProbe(server.url),
+                           before_start=lambda: workdir.mkdir(parents=True, exist_ok=True))
 
     def _seed(self) -> None:
         from seed.seeding import is_seeded, seed_database  # heavy: SQLAlchemy, Faker
@@ -561,14 +362,14 @@ class Lab:
             "trace_store": redact_url(settings.resolved_trace_store_url),
             "database": redact_url(settings.resolved_database_url),
         }
-        processes = {p.spec.name: p.pid for p in self.supervisor.running} if self.supervisor else {}
+        running = self.supervisor.running if self.supervisor else []
+        processes = {p.spec.name: p.pid for p in running}
         if "dashboard" in processes:
             urls["dashboard"] = settings.dashboard_url
-        if self.redis_server is not None and self.redis_server.process is not None:
-            processes["redis"] = self.redis_server.process.pid
         return LabInfo(pid=os.getpid(), started_at=psutil.Process().create_time(), urls=urls,
                        processes=processes, log_dir=str(settings.log_dir),
-                       owns_redis=self.redis_server is not None)
+                       owns_redis=self.redis_server is not None,
+                       children={p.spec.name: p.status() for p in running})
 
     def announce(self) -> None:
         info = self.info()
@@ -585,42 +386,28 @@ class Lab:
         self.say("\nLatency Lab is up.\n" + "\n".join(lines) + "\nPress Ctrl-C to stop.")
 
     def watch(self) -> str:
-        """Block while everything runs; return what died (signals interrupt with StopRequested)."""
+        """Keep the children running (restarting the ones that die) and ``var/lab.json`` up to
+        date; return why the lab must stop: an essential child given up on. Signals interrupt
+        with StopRequested."""
         assert self.supervisor is not None
+        written = self.supervisor.statuses()
         while True:
-            failed = self.supervisor.first_exited()
-            if failed is not None:
-                return describe_exit(failed, "while the lab was running")
-            server = self.redis_server
-            if server is not None and server.process is not None \
-                    and server.process.poll() is not None:
-                failure = self._restart_redis(server)
-                if failure:
-                    return failure
-            time.sleep(0.5)
-
-    def _restart_redis(self, server: RedisServer) -> str | None:
-        """Our Redis died: start it again, empty, on the same port (the lab rides it out: see
-        docs/reliability.md). Returns why not, when it cannot be restarted."""
-        assert server.process is not None
-        died = f"Redis (pid {server.process.pid}) exited ({server.process.returncode})"
-        self.warn(f"{died}; starting it again on port {server.port}, empty")
-        try:
-            with self._shielded():
-                server.start()
-        except RedisUnavailable as exc:
-            return f"{died} and could not be started again: {exc}"
-        _write_lab_info(lab_file(self.settings), self.info())
-        return None
+            with self._shielded():  # a restart in progress is finished, then the signal acts
+                failure = self.supervisor.tend()
+            statuses = self.supervisor.statuses()
+            if statuses != written:
+                write_lab_info(lab_file(self.settings), self.info())
+                written = statuses
+            if failure is not None:
+                return failure
+            time.sleep(POLL_INTERVAL_S)
 
     # --- stop -----------------------------------------------------------------------------
     def stop(self) -> None:
-        """Stop every child and our Redis; safe to call at any point, and more than once."""
+        """Stop every child (our Redis last); safe to call at any point, and more than once."""
         if self.supervisor is not None:
             self.supervisor.stop(self.options.stop_grace_s, hurry=self._hurry)
-        if self.redis_server is not None:
-            self.redis_server.stop()
-            self.redis_server = None
+        self.redis_server = None
         info = read_lab_info(self.settings)
         if info is None or info.pid == os.getpid():
             lab_file(self.settings).unlink(missing_ok=True)

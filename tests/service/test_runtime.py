@@ -24,8 +24,10 @@ import httpx
 import psutil
 import pytest
 import redis
+from click.testing import CliRunner
 
 from service import runtime
+from service.cli import cli
 from service.config import Settings
 from service.redis_server import free_port
 from service.runtime import (
@@ -38,11 +40,16 @@ from service.runtime import (
     check_ports_free,
     child_environment,
     lab_tiers,
+    read_lab_info,
     redact_url,
 )
+from service.supervisor import RestartPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLEEP = "import time\nwhile True: time.sleep(1)"
+# Quick to give up, so that crash loops take seconds: 3 exits within a minute.
+FAST_RESTARTS = RestartPolicy(initial_delay_s=0.1, max_delay_s=0.4, crash_limit=3,
+                              ready_timeout_s=20, check_interval_s=0.5)
 
 
 def python(code: str) -> tuple[str, ...]:
@@ -239,18 +246,30 @@ class StandInLab:
     settings: Settings
     port: int
     second: str = SLEEP
+    name: str = "service"
     warnings: list[str] = field(default_factory=list)
 
     def tiers(self, settings: Settings, options: LabOptions, redis: str) -> list[list[ProcessSpec]]:
         web = ProcessSpec("thirdparty", (sys.executable, "-m", "http.server", str(self.port),
                                          "--bind", "127.0.0.1"),
                           probe=HttpProbe(f"http://127.0.0.1:{self.port}/"), port=self.port)
-        return [[web], [ProcessSpec("service", python(self.second))]]
+        return [[web], [ProcessSpec(self.name, python(self.second))]]
 
-    def build(self, second: str) -> Lab:
-        self.second = second
-        return Lab(self.settings, LabOptions(stop_grace_s=2), say=lambda message: None,
-                   warn=self.warnings.append)
+    def build(self, second: str, name: str = "service") -> Lab:
+        self.second, self.name = second, name
+        return Lab(self.settings, LabOptions(stop_grace_s=2, restart=FAST_RESTARTS),
+                   say=lambda message: None, warn=self.warnings.append)
+
+    def lab_json(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = json.loads((self.settings.var_dir / "lab.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return info
+
+    def child(self, name: str) -> dict[str, Any]:
+        children: dict[str, Any] = self.lab_json().get("children", {})
+        return dict(children.get(name, {}))
 
 
 @pytest.fixture
@@ -281,16 +300,154 @@ def test_sigterm_stops_the_lab_and_exits_0(stand_in: StandInLab) -> None:
     assert not lab_json.exists()
 
 
-def test_a_child_dying_while_running_stops_everything_and_exits_1(stand_in: StandInLab) -> None:
+def in_background(action: Callable[[], None]) -> list[BaseException]:
+    """Run ``action`` in a thread while the lab runs in this one; what it raised, to check."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as error:  # reported by the test, in the test's thread
+            errors.append(error)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=run, daemon=True).start()
+    return errors
+
+
+def test_a_child_that_dies_is_started_again_and_its_restart_recorded(
+        stand_in: StandInLab) -> None:
+    lab = stand_in.build(SLEEP, name="worker-1")
+    seen: dict[str, Any] = {}
+
+    def kill_and_watch_it_come_back() -> None:
+        wait_for(lambda: stand_in.child("worker-1").get("state") == "up", 30, "worker-1 up")
+        first = stand_in.child("worker-1")["pid"]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: stand_in.child("worker-1").get("restarts") == 1
+                 and stand_in.child("worker-1")["state"] == "up", 10, "worker-1 back")
+        seen.update(first=first, child=stand_in.child("worker-1"),
+                    processes=stand_in.lab_json()["processes"])
+
+    errors = in_background(kill_and_watch_it_come_back)
+    assert lab.run() == 0
+    assert not errors, errors
+
+    assert seen["child"]["pid"] != seen["first"]
+    assert seen["child"]["last_exit"] == "was killed by SIGKILL"
+    assert seen["processes"]["worker-1"] == seen["child"]["pid"]
+    assert any(f"worker-1 (pid {seen['first']}) was killed by SIGKILL; starting it again" in w
+               for w in stand_in.warnings)
+    assert any(w.startswith("worker-1 is back") for w in stand_in.warnings)
+
+
+def test_an_essential_child_that_keeps_dying_is_given_up_on_and_the_lab_stops(
+        stand_in: StandInLab) -> None:
     lab = stand_in.build("import sys, time\ntime.sleep(1)\nprint('out of memory')\nsys.exit(9)")
 
     assert lab.run() == 1
 
     failure = "\n".join(stand_in.warnings)
-    assert "service (pid" in failure and "exited (9) while the lab was running" in failure
-    assert "out of memory" in failure
+    assert failure.count("exited (9); starting it again") == 2  # then the third exit: given up
+    assert "exited (9): it exited 3 times within 60 s, so it is not started again" in failure
+    assert "out of memory" in failure and "service.log" in failure
+    assert "service is essential: the lab cannot go on without it" in failure
     assert not (lab.settings.var_dir / "lab.json").exists()
     assert lab.supervisor is not None and lab.supervisor.running == []
+
+
+def test_a_child_that_keeps_dying_on_start_is_reported_down_and_the_lab_goes_on(
+        stand_in: StandInLab) -> None:
+    lab = stand_in.build("import sys\nprint('cannot reach the database')\nsys.exit(2)",
+                         name="outbox-relay")
+    seen: dict[str, Any] = {}
+
+    def wait_until_given_up() -> None:
+        wait_for(lambda: stand_in.child("outbox-relay").get("state") == "down", 30, "given up")
+        time.sleep(1)  # the lab goes on
+        seen.update(relay=stand_in.child("outbox-relay"),
+                    web=httpx.get(f"http://127.0.0.1:{stand_in.port}/").status_code)
+
+    errors = in_background(wait_until_given_up)
+    assert lab.run() == 0  # stopped by the SIGTERM, not by the relay
+    assert not errors, errors
+
+    assert seen["web"] == 200
+    assert seen["relay"]["restarts"] == 2 and seen["relay"]["last_exit"] == "exited (2)"
+    given_up = next(w for w in stand_in.warnings if "not started again" in w)
+    assert given_up.startswith("outbox-relay (pid")
+    assert "cannot reach the database" in given_up
+    assert "The lab goes on without outbox-relay (down)" in given_up
+
+
+def test_a_stopped_child_is_reported_not_responding(stand_in: StandInLab) -> None:
+    lab = stand_in.build(SLEEP, name="worker-1")
+    seen: dict[str, Any] = {}
+
+    def stop_it() -> None:
+        wait_for(lambda: stand_in.child("worker-1").get("state") == "up", 30, "worker-1 up")
+        pid = stand_in.child("worker-1")["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: stand_in.child("worker-1")["state"] == "not responding", 10, "noticed")
+        os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: stand_in.child("worker-1")["state"] == "up", 10, "up again")
+        seen.update(restarts=stand_in.child("worker-1")["restarts"])
+
+    errors = in_background(stop_it)
+    assert lab.run() == 0
+    assert not errors, errors
+    assert seen["restarts"] == 0  # reported, not restarted
+    assert any("worker-1 (pid" in w and "is not responding" in w for w in stand_in.warnings)
+
+
+# --- latency-lab status ------------------------------------------------------------------------
+def test_status_without_a_lab_says_how_to_start_one(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["status"], env={"LAB_VAR_DIR": str(tmp_path)})
+
+    assert result.exit_code == 1
+    assert f"no lab is running from {tmp_path}" in result.output
+    assert "latency-lab up" in result.output
+
+
+def test_status_prints_each_process_its_restarts_and_what_is_down(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(python(SLEEP))
+    try:
+        now = time.time()
+        children = {
+            "service": {"pid": sleeper.pid, "state": "up", "started_at": now - 125, "restarts": 2,
+                        "last_exit": "was killed by SIGKILL", "essential": True},
+            "worker-1": {"pid": 999_999, "state": "down", "started_at": now - 50, "restarts": 4,
+                         "last_exit": "exited (1)", "essential": False},
+        }
+        write_lab_json(tmp_path, children)
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        settings = make_settings(LAB_VAR_DIR=tmp_path)
+        assert read_lab_info(settings) is not None
+        result = CliRunner().invoke(cli, ["status"], env={"LAB_VAR_DIR": str(tmp_path)})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    assert result.exit_code == 3, result.output
+    table = result.output.split("\n* essential")[0].splitlines()[3:]  # after the headings
+    rows = {line.split()[0]: line for line in table}
+    assert rows["service"].split()[1:5] == ["*", "not", "responding", str(sleeper.pid)]
+    assert "2m 05s" in rows["service"] and "was killed by SIGKILL" in rows["service"]
+    assert rows["worker-1"].split()[1:3] == ["down", "999999"]
+    assert "exited (1)" in rows["worker-1"]
+    assert "worker-1 is down: see" in result.output
+
+
+def write_lab_json(var: Path, children: dict[str, dict[str, Any]]) -> None:
+    """A lab.json as the lab writes it, naming this test process as the lab (so it is live)."""
+    me = psutil.Process()
+    var.mkdir(parents=True, exist_ok=True)
+    (var / "lab.json").write_text(json.dumps({
+        "pid": me.pid, "started_at": me.create_time(), "urls": {"edge": "http://127.0.0.1:1"},
+        "processes": {name: child["pid"] for name, child in children.items()},
+        "log_dir": str(var / "log"), "owns_redis": True, "children": children,
+    }))
 
 
 # --- the real thing ------------------------------------------------------------------------------
