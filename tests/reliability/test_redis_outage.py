@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +14,8 @@ import httpx
 import pytest
 import redis
 
-from service.config import Settings
 from service.redis_server import RedisServer
-from service.runtime import Lab as LatencyLab
-from service.runtime import LabOptions, ProcessSpec, Supervisor
+from service.supervisor import ProcessSpec, RedisProbe, Supervisor
 from service.toggles import Toggles
 from telemetry import vocabulary as v
 from tests.lab_fixtures import Lab, eventually, make_lab, process_env, trace_id_of
@@ -171,30 +167,29 @@ def delivered_once_each(calls: dict[str, Any], lead_ids: set[int]) -> bool:
 
 
 def test_latency_lab_up_starts_its_own_redis_again_when_it_dies(tmp_path: Path) -> None:
-    """The supervisor of ``latency-lab up`` brings its private Redis back, on the same port."""
+    """The supervisor of ``latency-lab up`` brings its private Redis back, on the same port
+    (tests/reliability/test_supervisor.py does it to a whole running lab)."""
     warnings: list[str] = []
-    lab = LatencyLab(Settings(LAB_VAR_DIR=tmp_path), LabOptions(dashboard=False),
-               say=lambda _: None, warn=warnings.append)  # fmt: skip
-    lab.redis_server = RedisServer(workdir=tmp_path / "redis").start()
-    lab.supervisor = Supervisor(tmp_path / "log", process_env())
-    sleeper = ProcessSpec("sleeper", (sys.executable, "-c", "import time; time.sleep(4)"))
-    lab.supervisor.spawn(sleeper)
-    watched: list[str] = []
-    watcher = threading.Thread(target=lambda: watched.append(lab.watch()))
-    watcher.start()
+    server = RedisServer(workdir=tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    supervisor = Supervisor(tmp_path / "log", process_env(), warn=warnings.append)
+    spec = ProcessSpec("redis", tuple(server.command()), probe=RedisProbe(server.url))
+    process = supervisor.spawn(spec)
     try:
-        port, first = lab.redis_server.port, lab.redis_server.process
-        assert first is not None
-        first.kill()
-        server = lab.redis_server
-        back = eventually(lambda: _pings(port) and server.process is not first, timeout_s=5)
-        assert back, warnings
-        watcher.join(timeout=10)
-    finally:
-        lab.stop()
+        supervisor.wait_ready([process], timeout_s=10)
+        first = process.pid
+        os.kill(first, signal.SIGKILL)
 
-    assert "starting it again" in warnings[0]
-    assert watched and watched[0].startswith("sleeper")  # the lab went on until the sleeper ended
+        def back() -> bool:
+            supervisor.tend()
+            return process.state == "up" and process.pid != first and _pings(server.port)
+
+        assert eventually(back, timeout_s=10, interval_s=0.1), warnings
+    finally:
+        supervisor.stop(grace_s=2)
+
+    assert f"redis (pid {first}) was killed by SIGKILL; starting it again" in warnings[0]
+    assert process.restarts == 1
 
 
 def _pings(port: int) -> bool:
