@@ -15,7 +15,8 @@ COPY service/ service/
 COPY telemetry/ telemetry/
 COPY seed/ seed/
 COPY dashboard/ dashboard/
-RUN pip install .
+# The `lab` extra is the lab's server stack; `pip install .` alone is only the pytest plugin.
+RUN pip install '.[lab]'
 
 # Never root: the lab writes only to LAB_VAR_DIR (logs, reports) and its home (tool caches).
 RUN useradd --create-home --uid 10001 --user-group lab \

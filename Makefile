@@ -38,7 +38,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e .
+	$(BIN)/python -m pip install -e '.[lab]'
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python

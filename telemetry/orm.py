@@ -3,32 +3,40 @@
 SQLAlchemy knows, when it runs a statement, whether it is loading a relationship and which one
 (``ORMExecuteState.is_relationship_load`` and ``loader_strategy_path``). The database span is
 created later, at cursor level, by the SQLAlchemy instrumentation. A ``do_orm_execute`` hook puts
-the relationship into a context variable around the statement, and :class:`OrmRelationshipProcessor`
-copies it onto every database span that starts meanwhile, so an N+1 finding can say
-"``Lead.owner``, fix with ``joinedload(Lead.owner)``".
+the relationship into a context variable around the statement (:func:`current_relationship`),
+and :class:`OrmRelationshipProcessor` copies it onto every database span that starts meanwhile,
+so an N+1 finding can say "``Lead.owner``, fix with ``joinedload(Lead.owner)``". The span budgets'
+statement watcher (:mod:`telemetry.engine_watch`) reads the same variable.
+
+:func:`instrument_engine` gives one engine OpenTelemetry database spans. It needs
+``opentelemetry-instrumentation-sqlalchemy`` (the lab's extra), imported only when called, so the
+span budgets import with the base install.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context
-from opentelemetry.instrumentation import sqlalchemy as sqlalchemy_instrumentation
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.instrumentation.sqlalchemy.version import (
-    __version__ as _instrumentation_version,
-)
-from opentelemetry.metrics import get_meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.semconv.metrics import MetricInstruments
-from opentelemetry.trace import TracerProvider, get_tracer
+from opentelemetry.trace import TracerProvider
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from telemetry import vocabulary as v
 
-_current_relationship: ContextVar[str | None] = ContextVar("lab_orm_relationship", default=None)
+
+class RelationshipLoad(NamedTuple):
+    """The relationship a statement is loading: ``Book.author``, and whether it is a list."""
+
+    name: str
+    collection: bool
+
+
+_current_relationship: ContextVar[RelationshipLoad | None] = ContextVar(
+    "lab_orm_relationship", default=None
+)
 _installed = False
 
 
@@ -41,10 +49,15 @@ def track_relationship_loads() -> None:
     _installed = True
 
 
+def current_relationship() -> RelationshipLoad | None:
+    """The relationship being loaded by the statement running now, if any."""
+    return _current_relationship.get()
+
+
 def _on_orm_execute(state: ORMExecuteState) -> Any:
     if not state.is_relationship_load:
         return None
-    relationship = _relationship_name(state)
+    relationship = _relationship_load(state)
     if relationship is None:
         return None
     token = _current_relationship.set(relationship)
@@ -54,7 +67,7 @@ def _on_orm_execute(state: ORMExecuteState) -> Any:
         _current_relationship.reset(token)
 
 
-def _relationship_name(state: ORMExecuteState) -> str | None:
+def _relationship_load(state: ORMExecuteState) -> RelationshipLoad | None:
     path = state.loader_strategy_path
     if path is None or len(path) < 2:
         return None
@@ -64,7 +77,7 @@ def _relationship_name(state: ORMExecuteState) -> str | None:
     key = getattr(prop, "key", None)
     if class_name is None or key is None:
         return None
-    return f"{class_name}.{key}"
+    return RelationshipLoad(f"{class_name}.{key}", bool(getattr(prop, "uselist", False)))
 
 
 class OrmRelationshipProcessor(SpanProcessor):
@@ -73,7 +86,7 @@ class OrmRelationshipProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         relationship = _current_relationship.get()
         if relationship is not None:
-            span.set_attribute(v.ORM_RELATIONSHIP, relationship)
+            span.set_attribute(v.ORM_RELATIONSHIP, relationship.name)
 
     def on_end(self, span: ReadableSpan) -> None:
         return None
@@ -93,10 +106,15 @@ def instrument_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
     afterwards (the trace store's included) would be traced. The instrumentation's
     ``EngineTracer`` attaches to exactly the engine given, which is what the lab needs.
     """
-    tracer = get_tracer(
-        sqlalchemy_instrumentation.__name__, _instrumentation_version, tracer_provider
-    )
-    meter = get_meter(sqlalchemy_instrumentation.__name__, _instrumentation_version)
+    from opentelemetry.instrumentation import sqlalchemy as sqlalchemy_instrumentation
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__ as version
+    from opentelemetry.metrics import get_meter
+    from opentelemetry.semconv.metrics import MetricInstruments
+    from opentelemetry.trace import get_tracer
+
+    tracer = get_tracer(sqlalchemy_instrumentation.__name__, version, tracer_provider)
+    meter = get_meter(sqlalchemy_instrumentation.__name__, version)
     connections_usage = meter.create_up_down_counter(
         name=MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE,
         unit="connections",

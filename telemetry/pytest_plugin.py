@@ -1,43 +1,97 @@
-"""The ``latency_lab`` pytest plugin: the ``spans`` fixture for span budgets.
+"""The ``latency_lab`` pytest plugin: span budgets for any project's tests, with no setup.
 
-Installed with the package (entry point ``pytest11``), so any test can ask for ``spans``::
+Installed with the package (entry point ``pytest11``); nothing to configure, no engine to
+instrument. Every SQLAlchemy engine of the test process is watched from the start of the session
+(sync or async, created anywhere, Flask-SQLAlchemy's too), so the budgets of
+:mod:`telemetry.testing` work in any test::
 
-    from telemetry.testing import assert_no_n_plus_one, assert_queries
+    from telemetry.testing import assert_max_queries, assert_no_n_plus_one
 
-    def test_author_listing(spans, app, client):
-        spans.instrument_engine(app.extensions["db"].engine)
-        with assert_queries(2), assert_no_n_plus_one():
-            client.get("/authors")
+    def test_book_listing(client):
+        with assert_max_queries(2), assert_no_n_plus_one():
+            client.get("/books")
 
-The fixture is a :class:`telemetry.testing.SpanCapture`; see :mod:`telemetry.testing` for the
-budgets. When a test that used ``spans`` fails, its report gets a "Captured statements" section:
-every statement it ran, the repeated ones grouped, and any N+1 with its fix (a failed budget
-already says all that in its message, so it gets no extra section).
+Markers put a budget on a whole test (its call phase, not its fixtures); ``pytest --markers``
+lists them:
 
-Importing this module costs nothing: OpenTelemetry and SQLAlchemy load only when a test asks
-for the fixture, because pytest imports every installed plugin at start-up.
+* ``@pytest.mark.max_queries(3)``: at most 3 statements;
+* ``@pytest.mark.queries(2)``: exactly 2;
+* ``@pytest.mark.no_n_plus_one(threshold=5, allow=["Book.author"])``: no N+1 but the allowed;
+* ``@pytest.mark.allow_n_plus_one("Book.author")``: accepted in every N+1 budget of the test.
+
+The ``spans`` fixture is a :class:`telemetry.testing.SpanCapture`: the test's spans and
+statements, and the budgets as methods. When a test that used ``spans`` fails, its report gets a
+"Captured statements" section: every statement it ran, the repeated ones grouped, and any N+1
+with its fix (a failed budget already says all that in its message, so it gets no extra section).
+
+Importing this module is cheap; SQLAlchemy and OpenTelemetry load at ``pytest_configure``, when
+the engine watch is installed (the listeners cost nothing while no budget is running).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
-    from telemetry.testing import SpanCapture
+    from .testing import SpanCapture
 
 REPORT_SECTION = "Captured statements"
+_TESTING = __name__.rpartition(".")[0] + ".testing"
+MARKERS = (
+    "max_queries(maximum): the test may run at most `maximum` database statements "
+    "(latency_lab span budget).",
+    "queries(expected): the test runs exactly `expected` database statements "
+    "(latency_lab span budget).",
+    "no_n_plus_one(threshold=5, allow=()): no statement shape repeated `threshold` times in the "
+    "test, except the relationships in `allow` (latency_lab span budget).",
+    "allow_n_plus_one(*relationships): accept these N+1s (e.g. 'Book.author') in every "
+    "N+1 budget of the test (latency_lab).",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
+    from . import engine_watch
+
+    engine_watch.install()
 
 
 @pytest.fixture
 def spans() -> Iterator[SpanCapture]:
-    """Spans finished during this test, with statement budgets (``telemetry.testing``)."""
-    from telemetry.testing import SpanCapture
+    """Spans and statements of this test, with the span budgets (``telemetry.testing``)."""
+    from .testing import SpanCapture
 
     with SpanCapture.start() as capture:
         yield capture
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Run the test inside the budgets its markers ask for."""
+    budgets = _marker_budgets(item)
+    if not budgets:
+        return (yield)
+    with ExitStack() as stack:
+        for budget in budgets:
+            stack.enter_context(budget)
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """End the capture a budget started for a test that did not ask for ``spans``."""
+    try:
+        return (yield)
+    finally:
+        testing = sys.modules.get(_TESTING)
+        if testing is not None:
+            testing.stop_on_demand_captures()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -51,8 +105,30 @@ def pytest_runtest_makereport(
     capture = getattr(item, "funcargs", {}).get("spans")
     if capture is None:
         return report
-    from telemetry.testing import SpanBudgetError, SpanCapture
+    from .testing import SpanBudgetError, SpanCapture
 
     if isinstance(capture, SpanCapture) and not call.excinfo.errisinstance(SpanBudgetError):
         report.sections.append((REPORT_SECTION, capture.report()))
     return report
+
+
+def _marker_budgets(item: pytest.Item) -> list[AbstractContextManager[object]]:
+    """The context managers for the test's budget markers; the allowances come first."""
+    markers = {
+        name: item.get_closest_marker(name)
+        for name in ("allow_n_plus_one", "queries", "max_queries", "no_n_plus_one")
+    }
+    if not any(markers.values()):
+        return []
+    from . import testing
+
+    budgets: list[AbstractContextManager[object]] = []
+    if (allow := markers["allow_n_plus_one"]) is not None:
+        budgets.append(testing.allowing_n_plus_one(allow.args))
+    if (exact := markers["queries"]) is not None:
+        budgets.append(testing.assert_queries(*exact.args, **exact.kwargs))
+    if (maximum := markers["max_queries"]) is not None:
+        budgets.append(testing.assert_max_queries(*maximum.args, **maximum.kwargs))
+    if (n_plus_one := markers["no_n_plus_one"]) is not None:
+        budgets.append(testing.assert_no_n_plus_one(*n_plus_one.args, **n_plus_one.kwargs))
+    return budgets

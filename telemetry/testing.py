@@ -1,41 +1,55 @@
 """Span budgets for tests: how many statements a block may run, and no N+1 inside it.
 
-The ``latency_lab`` pytest plugin gives every test a ``spans`` fixture, a :class:`SpanCapture`
-that records the spans finished while the test runs. The assertions below are context managers
-that look only at the spans finished *inside* their block::
+Zero setup: install the package and use the budgets; every SQLAlchemy engine of the test process
+is watched, however and whenever it was created (an engine made in your app factory,
+Flask-SQLAlchemy's, an ``AsyncEngine``), with no call to make::
 
     from telemetry.testing import assert_max_queries, assert_no_n_plus_one, assert_queries
 
-    def test_listing_is_eager(spans, app, client):
-        spans.instrument_engine(app.extensions["db"].engine)
-        with assert_queries(2):
-            client.get("/authors")
-        with assert_no_n_plus_one():
-            client.get("/authors")
+    def test_book_listing(client):
+        with assert_max_queries(2), assert_no_n_plus_one():
+            client.get("/books")
 
-Statements are counted by their ``db.statement`` / ``db.query.text`` attribute, not by span:
-the SQLAlchemy instrumentation also emits a ``connect`` span, which is no statement. When a
-budget fails, the message lists the statements, groups the repeated ones ("10x SELECT ...
-WHERE ? = books.author_id") and names each N+1 with its fix (``selectinload(Author.books)``).
+or, for a whole test (the markers are registered by the ``latency_lab`` pytest plugin)::
+
+    @pytest.mark.max_queries(3)
+    @pytest.mark.no_n_plus_one(allow=["Book.author"])
+    def test_book_listing(client): ...
+
+A failing budget lists the statements, groups the repeated ones ("10x SELECT ... WHERE
+authors.id = ?") and explains each N+1: the relationship (``Book.author``), the count against
+the threshold, the total time, the line of your code that triggered the lazy loads
+(``app.py:41 in books``) and the fix (``selectinload(Book.author)``). Accepted cases are allowed
+by name: ``assert_no_n_plus_one(allow=["Book.author"])``, the marker's ``allow=``, or
+``@pytest.mark.allow_n_plus_one("Book.author")`` for every budget of a test.
+
+Never a silent pass: when a block ran no statement *and* nothing could have seen one (no
+SQLAlchemy engine alive in this process has ever connected, and no database span was recorded:
+the code under test runs in another process, or talks to its database without SQLAlchemy), the
+budget fails and says so, instead of passing on nothing.
+
+Where statements come from: SQLAlchemy statements from :mod:`telemetry.engine_watch`, which
+listens on the ``Engine`` class (no tracing needed, so sampling cannot hide one); any other
+database span (``db.statement`` / ``db.query.text``) finished on a watched tracer provider counts
+too, for other drivers. The OpenTelemetry SQLAlchemy instrumentation's own spans are not counted
+again. ``spans.instrument_engine(engine)`` still gives an engine spans for a custom tracer, but
+budgets never need it.
 
 ``assert_cache_hit(layer)`` and ``assert_offloaded(task)`` check the lab's cache and queue
-spans (:mod:`telemetry.vocabulary`). Every assertion uses the capture of the running test, or
-the one passed as ``spans=``; :class:`SpanCapture` has the same context managers as methods.
-
-Where the spans come from: if the global tracer provider is an SDK ``TracerProvider``, the
-capture listens to it; otherwise one SDK provider is created for the test session and set as
-the global provider. Spans of any other SDK provider (an app that keeps its own) are captured
-after ``spans.watch(provider)``. Engines and Flask apps not traced yet are instrumented with
-``spans.instrument_engine(engine)`` and ``spans.instrument_flask(app)``.
+spans (:mod:`telemetry.vocabulary`). Every assertion uses the capture of the running test: the
+``spans`` fixture's, or, when the test did not ask for it, one started for the test on first
+use; outside pytest pass ``spans=SpanCapture.start()``. Spans come from the global SDK tracer
+provider (one is created for the session when there is none); another SDK provider's after
+``spans.watch(provider)``.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,19 +60,17 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from telemetry import engine_watch
 from telemetry import vocabulary as v
-from telemetry.nplusone import (
-    Finding,
-    StatementRecord,
-    detect_n_plus_one,
-    normalize_statement,
-)
-from telemetry.orm import OrmRelationshipProcessor, instrument_engine, track_relationship_loads
+from telemetry.budget_report import statement_report as _statement_report
+from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
+from telemetry.orm import OrmRelationshipProcessor, instrument_engine
 
 __all__ = [
     "SpanBudgetError",
     "SpanCapture",
     "SpanWindow",
+    "allowing_n_plus_one",
     "assert_cache_hit",
     "assert_max_queries",
     "assert_no_n_plus_one",
@@ -67,24 +79,26 @@ __all__ = [
     "current_capture",
 ]
 
-_MAX_LISTED = 40
-_MAX_STATEMENT_CHARS = 180
-_SELECT_LIST = re.compile(r"^(SELECT (?:DISTINCT )?)([^,]+?)(?: AS \w+)?, .*? FROM ", re.IGNORECASE)
+# Its spans repeat statements the engine watcher has already seen.
+_SQLALCHEMY_INSTRUMENTATION = "opentelemetry.instrumentation.sqlalchemy"
 
 _active: list[SpanCapture] = []
+_on_demand: list[SpanCapture] = []
+_allowed_in_test: list[str] = []
 _routed: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 _traced_engines: weakref.WeakSet[Any] = weakref.WeakSet()
 _session_provider: TracerProvider | None = None
+_database_spans_seen = False
 
 
 # --- spans as a test sees them ---------------------------------------------------------------
 def statements_of(spans: Sequence[ReadableSpan]) -> list[StatementRecord]:
-    """The database statements among ``spans``, with the relationship that caused each."""
+    """The database statements among ``spans`` not already seen by the engine watcher."""
     records = []
     for span in spans:
         attributes = span.attributes or {}
         statement = v.db_statement(attributes)
-        if statement is None:
+        if statement is None or _from_sqlalchemy_instrumentation(span):
             continue
         relationship = attributes.get(v.ORM_RELATIONSHIP)
         records.append(
@@ -92,6 +106,7 @@ def statements_of(spans: Sequence[ReadableSpan]) -> list[StatementRecord]:
                 statement=statement,
                 duration_ms=_duration_ms(span),
                 relationship=str(relationship) if relationship else None,
+                started_ns=span.start_time or 0,
             )
         )
     return records
@@ -111,14 +126,23 @@ def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name or span.name.startswith(name + " ")]
 
 
+def _in_order(*sources: Iterable[StatementRecord]) -> list[StatementRecord]:
+    return sorted((record for source in sources for record in source), key=_started)
+
+
+def _started(record: StatementRecord) -> int:
+    return record.started_ns
+
+
 class SpanWindow:
-    """The spans finished inside one ``with`` block."""
+    """The spans finished, and the statements run, inside one ``with`` block."""
 
     def __init__(self) -> None:
         self.spans: list[ReadableSpan] = []
+        self.watched: list[StatementRecord] = []
 
     def statements(self) -> list[StatementRecord]:
-        return statements_of(self.spans)
+        return _in_order(self.watched, statements_of(self.spans))
 
     def by_name(self, name: str) -> list[ReadableSpan]:
         return named(self.spans, name)
@@ -126,24 +150,29 @@ class SpanWindow:
 
 # --- the capture ---------------------------------------------------------------------------
 class SpanCapture:
-    """Finished spans of the running test, in memory."""
+    """Finished spans and SQLAlchemy statements of the running test, in memory."""
 
     def __init__(self, tracer_provider: TracerProvider) -> None:
         self.tracer_provider = tracer_provider
         self._exporter = InMemorySpanExporter()
         self._processor = SimpleSpanProcessor(self._exporter)
+        self._watched: list[StatementRecord] = []
         self._windows: list[SpanWindow] = []
         self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
 
     @classmethod
     def start(cls) -> SpanCapture:
-        """Listen to the global SDK provider (or the session's own); become the active capture."""
-        track_relationship_loads()
+        """Watch every engine and the global SDK provider (or the session's own); become active."""
         capture = cls(_capture_provider())
+        capture._unsubscribe = engine_watch.subscribe(capture.receive_statement)
         _active.append(capture)
         return capture
 
     def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self in _active:
             _active.remove(self)
 
@@ -165,10 +194,11 @@ class SpanCapture:
         _route(provider)
 
     def instrument_engine(self, engine: Any) -> Any:
-        """Trace a SQLAlchemy engine's statements into this capture (no-op if already traced).
+        """Give an engine OpenTelemetry spans in this capture (budgets do not need it).
 
-        Per engine (:func:`telemetry.orm.instrument_engine`): the instrumentor's ``instrument()``
-        is a process-wide singleton that also patches ``create_engine``, leaking between tests.
+        For tests that read the spans themselves (``spans.finished()``). Per engine
+        (:func:`telemetry.orm.instrument_engine`): the instrumentor's ``instrument()`` is a
+        process-wide singleton that also patches ``create_engine``, leaking between tests.
         """
         if engine not in _traced_engines and not _traced_elsewhere(engine):
             instrument_engine(engine, self.tracer_provider)
@@ -188,24 +218,27 @@ class SpanCapture:
         return list(self._exporter.get_finished_spans())
 
     def statements(self) -> list[StatementRecord]:
-        return statements_of(self.finished())
+        with self._lock:
+            watched = list(self._watched)
+        return _in_order(watched, statements_of(self.finished()))
 
     def by_name(self, name: str) -> list[ReadableSpan]:
         return named(self.finished(), name)
 
     def clear(self) -> None:
         self._exporter.clear()
+        with self._lock:
+            self._watched.clear()
 
     def report(self, threshold: int = 5) -> str:
         """The statements captured so far, repeated ones grouped, and N+1 findings."""
-        spans = self.finished()
-        statements = statements_of(spans)
-        heading = f"{len(statements)} database statements in {len(spans)} spans"
-        return _statement_report(heading, statements, inline_calls_of(spans), threshold)
+        statements = self.statements()
+        heading = f"{len(statements)} database statements"
+        return _statement_report(heading, statements, inline_calls_of(self.finished()), threshold)
 
     @contextmanager
     def window(self) -> Iterator[SpanWindow]:
-        """Collect the spans that finish inside the block (unaffected by :meth:`clear`)."""
+        """Collect the spans and statements of the block (unaffected by :meth:`clear`)."""
         window = SpanWindow()
         with self._lock:
             self._windows.append(window)
@@ -216,10 +249,19 @@ class SpanCapture:
                 self._windows.remove(window)
 
     def receive(self, span: ReadableSpan) -> None:
+        global _database_spans_seen
         self._processor.on_end(span)
+        if v.db_statement(span.attributes or {}) is not None:
+            _database_spans_seen = True
         with self._lock:
             for window in self._windows:
                 window.spans.append(span)
+
+    def receive_statement(self, record: StatementRecord) -> None:
+        with self._lock:
+            self._watched.append(record)
+            for window in self._windows:
+                window.watched.append(record)
 
     # --- budgets as methods ------------------------------------------------------------------
     def assert_queries(self, expected: int) -> Any:
@@ -228,8 +270,8 @@ class SpanCapture:
     def assert_max_queries(self, maximum: int) -> Any:
         return assert_max_queries(maximum, spans=self)
 
-    def assert_no_n_plus_one(self, threshold: int = 5) -> Any:
-        return assert_no_n_plus_one(threshold, spans=self)
+    def assert_no_n_plus_one(self, threshold: int = 5, *, allow: Iterable[str] = ()) -> Any:
+        return assert_no_n_plus_one(threshold, allow=allow, spans=self)
 
     def assert_cache_hit(self, layer: v.CacheLayer | str) -> Any:
         return assert_cache_hit(layer, spans=self)
@@ -239,8 +281,26 @@ class SpanCapture:
 
 
 def current_capture() -> SpanCapture | None:
-    """The capture of the running test (set by the ``spans`` fixture), if any."""
+    """The capture of the running test (the ``spans`` fixture's or an on-demand one), if any."""
     return _active[-1] if _active else None
+
+
+def stop_on_demand_captures() -> None:
+    """End the captures that budgets started for a test without ``spans`` (plugin teardown)."""
+    while _on_demand:
+        _on_demand.pop().stop()
+
+
+@contextmanager
+def allowing_n_plus_one(relationships: Iterable[str]) -> Iterator[None]:
+    """Accept these N+1s (``"Book.author"``) in every budget inside the block."""
+    added = list(relationships)
+    _allowed_in_test.extend(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            _allowed_in_test.remove(name)
 
 
 class _CaptureRouter(SpanProcessor):
@@ -297,14 +357,23 @@ def _traced_elsewhere(engine: Any) -> bool:
     return any(target() is engine for target, *_ in registered)
 
 
+def _from_sqlalchemy_instrumentation(span: ReadableSpan) -> bool:
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name.startswith(_SQLALCHEMY_INSTRUMENTATION)
+
+
 def _capture(spans: SpanCapture | None) -> SpanCapture:
     capture = spans or current_capture()
-    if capture is None:
-        raise RuntimeError(
-            "No span capture is active: request the `spans` fixture (latency_lab pytest plugin) "
-            "or pass spans=SpanCapture.start()."
-        )
-    return capture
+    if capture is not None:
+        return capture
+    if os.environ.get("PYTEST_CURRENT_TEST"):  # inside a pytest test: start one for it
+        capture = SpanCapture.start()
+        _on_demand.append(capture)
+        return capture
+    raise RuntimeError(
+        "No span capture is active: outside pytest, pass spans=SpanCapture.start() "
+        "(and stop it afterwards), or run the budget inside a pytest test."
+    )
 
 
 # --- budgets ---------------------------------------------------------------------------------
@@ -315,9 +384,10 @@ class SpanBudgetError(AssertionError):
 @contextmanager
 def assert_queries(expected: int, *, spans: SpanCapture | None = None) -> Iterator[SpanWindow]:
     """Exactly ``expected`` database statements inside the block."""
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
         yield window
-    statements = window.statements()
+    statements = _observed_statements(window, f"Expected {expected} database statements")
     if len(statements) != expected:
         heading = f"Expected {expected} database statements, {len(statements)} were executed"
         raise SpanBudgetError(_statement_report(heading, statements, inline_calls_of(window.spans)))
@@ -326,11 +396,13 @@ def assert_queries(expected: int, *, spans: SpanCapture | None = None) -> Iterat
 @contextmanager
 def assert_max_queries(maximum: int, *, spans: SpanCapture | None = None) -> Iterator[SpanWindow]:
     """At most ``maximum`` database statements inside the block."""
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
         yield window
-    statements = window.statements()
+    expected = f"Expected at most {maximum} database statements"
+    statements = _observed_statements(window, expected)
     if len(statements) > maximum:
-        heading = f"Expected at most {maximum} database statements, {len(statements)} were executed"
+        heading = f"{expected}, {len(statements)} were executed"
         raise SpanBudgetError(_statement_report(heading, statements, inline_calls_of(window.spans)))
 
 
@@ -338,20 +410,54 @@ def assert_max_queries(maximum: int, *, spans: SpanCapture | None = None) -> Ite
 def assert_no_n_plus_one(
     threshold: int = 5,
     *,
+    allow: Iterable[str] = (),
     spans: SpanCapture | None = None,
     relationship_kinds: Mapping[str, bool] | None = None,
 ) -> Iterator[SpanWindow]:
-    """No statement shape, and no inline third-party provider, repeated ``threshold`` times."""
+    """No statement shape, and no inline third-party provider, repeated ``threshold`` times.
+
+    ``allow`` names accepted repeats: relationships (``"Book.author"``), statement shapes or
+    providers; so does ``@pytest.mark.allow_n_plus_one(...)`` for the whole test.
+    """
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
         yield window
-    statements = window.statements()
+    statements = _observed_statements(window, "Expected no N+1")
     calls = inline_calls_of(window.spans)
-    findings = detect_n_plus_one(
+    found = detect_n_plus_one(
         statements, threshold=threshold, calls=calls, relationship_kinds=relationship_kinds
     )
+    accepted = {*allow, *_allowed_in_test}
+    findings = [finding for finding in found if not _is_allowed(finding, accepted)]
     if findings:
         heading = f"N+1 detected: {len(findings)} repeated pattern(s) of {threshold} or more"
-        raise SpanBudgetError(_statement_report(heading, statements, calls, threshold, findings))
+        allowed = [finding for finding in found if finding not in findings]
+        raise SpanBudgetError(
+            _statement_report(heading, statements, calls, threshold, findings, allowed)
+        )
+
+
+def _is_allowed(finding: Finding, accepted: set[str]) -> bool:
+    return bool({finding.relationship, finding.shape} & accepted)
+
+
+def _observed_statements(window: SpanWindow, expected: str) -> list[StatementRecord]:
+    """The window's statements; a block where none *could* have been seen fails instead."""
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
+    statements = window.statements()
+    if statements or engine_watch.connected_engines() or _database_spans_seen:
+        return statements
+    raise SpanBudgetError(
+        f"{expected}, but no database activity could be observed in this block: no SQLAlchemy "
+        "engine in this process has opened a connection, and no database span was recorded, "
+        "so a budget here would pass on nothing.\n"
+        "Every SQLAlchemy engine of the test process is watched without setup (sync or async, "
+        "however it was created). If the code under test runs in another process (a live "
+        "server, a worker), put the budget in that process. If it reaches the database "
+        "without SQLAlchemy, give that driver OpenTelemetry database spans (for example "
+        "opentelemetry-instrumentation-psycopg or -sqlite3) on the global tracer provider, or "
+        "pass its provider to spans.watch(provider)."
+    )
 
 
 @contextmanager
@@ -359,6 +465,7 @@ def assert_cache_hit(
     layer: v.CacheLayer | str, *, spans: SpanCapture | None = None
 ) -> Iterator[SpanWindow]:
     """At least one lookup on ``layer`` (``edge``, ``redis``, ``app``) that hit in the block."""
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     wanted = v.CacheLayer(layer).value
     with _capture(spans).window() as window:
         yield window
@@ -386,6 +493,7 @@ def assert_offloaded(task: str, *, spans: SpanCapture | None = None) -> Iterator
     third-party call counts against it when its provider's name and ``task`` contain each other
     (``"email"`` and ``"send_welcome_email"``).
     """
+    __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
         yield window
     enqueued = [
@@ -406,47 +514,6 @@ def assert_offloaded(task: str, *, spans: SpanCapture | None = None) -> Iterator
         problems.append(f"it ran inline: {len(inline)}x {v.SPAN_THIRD_PARTY} {inline[0]}")
     if problems:
         raise SpanBudgetError(f"Expected {task!r} to be offloaded to a job; " + "; ".join(problems))
-
-
-# --- messages --------------------------------------------------------------------------------
-def _statement_report(
-    heading: str,
-    statements: Sequence[StatementRecord],
-    calls: Sequence[str] = (),
-    threshold: int = 5,
-    findings: Sequence[Finding] | None = None,
-) -> str:
-    """Like Django Debug Toolbar: every statement, then the similar ones grouped, then N+1s."""
-    lines = [f"{heading}:"]
-    for number, record in enumerate(statements[:_MAX_LISTED], start=1):
-        lines.append(f"  {number:>3}. {_short(record.statement)}{_because(record)}")
-    if len(statements) > _MAX_LISTED:
-        lines.append(f"  ... and {len(statements) - _MAX_LISTED} more")
-    repeated = Counter(normalize_statement(record.statement) for record in statements)
-    similar = [(shape, count) for shape, count in repeated.most_common() if count > 1]
-    if similar:
-        lines.append("Repeated statements (same shape, different parameters):")
-        lines.extend(f"  {count}x {_short(shape)}" for shape, count in similar)
-    if findings is None:
-        findings = detect_n_plus_one(statements, threshold=threshold, calls=calls)
-    if findings:
-        lines.append(f"N+1 findings (threshold {threshold}):")
-        lines.extend(f"  - {finding.describe()}" for finding in findings)
-    return "\n".join(lines)
-
-
-def _short(statement: str) -> str:
-    """One line; a long select list keeps its first column, so the ``WHERE`` stays readable."""
-    flat = " ".join(statement.split())
-    if len(flat) > _MAX_STATEMENT_CHARS:
-        flat = _SELECT_LIST.sub(lambda match: f"{match.group(1)}{match.group(2)}, ... FROM ", flat)
-    if len(flat) <= _MAX_STATEMENT_CHARS:
-        return flat
-    return flat[: _MAX_STATEMENT_CHARS - 3] + "..."
-
-
-def _because(record: StatementRecord) -> str:
-    return f"  [{record.relationship}]" if record.relationship else ""
 
 
 def _is_inline_call(span: ReadableSpan) -> bool:

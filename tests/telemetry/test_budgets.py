@@ -27,6 +27,7 @@ def test_eager_listing_fits_an_exact_budget(client: FlaskClient) -> None:
 
 
 def test_only_statements_inside_the_block_count(spans: SpanCapture, client: FlaskClient) -> None:
+    spans.clear()  # the app's schema and seed
     client.get("/authors")  # 9 statements before the block
     with assert_max_queries(2) as block:
         client.get("/authors/eager")
@@ -141,9 +142,27 @@ def test_repeated_inline_calls_are_an_api_n_plus_one(spans: SpanCapture) -> None
                 inline.post("/authors/1/welcome")
 
 
-def test_budget_without_capture_explains_itself() -> None:
-    with pytest.raises(RuntimeError, match="request the `spans` fixture"), assert_queries(1):
+def test_budget_without_the_spans_fixture_needs_no_setup() -> None:
+    client = create_app().test_client()  # its engine is never instrumented
+    with pytest.raises(AssertionError, match="at most 1 database statements, 9 were executed"):  # noqa: SIM117
+        with assert_max_queries(1):
+            client.get("/authors")
+
+
+def test_budget_outside_pytest_and_without_capture_explains_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    with pytest.raises(RuntimeError, match=r"pass spans=SpanCapture\.start\(\)"), assert_queries(1):
         pass
+
+
+def test_statements_traced_by_the_instrumentation_are_counted_once(spans: SpanCapture) -> None:
+    app = create_app()
+    spans.instrument_engine(app.extensions["library"]["engine"])  # spans, and the watcher
+    with assert_queries(2) as block:
+        app.test_client().get("/authors/eager")
+    assert len([s for s in block.spans if v.db_statement(s.attributes or {})]) == 2
 
 
 def test_watching_an_apps_own_provider(spans: SpanCapture) -> None:
@@ -161,18 +180,14 @@ INNER_TESTS = textwrap.dedent(
     from telemetry.testing import assert_max_queries
     from tests.telemetry.sample_app import create_app
 
-    def traced_client(spans):
-        app = create_app()
-        spans.instrument_engine(app.extensions["library"]["engine"])
-        return app.test_client()
-
-    def test_author_listing_budget(spans):
-        client = traced_client(spans)
+    def test_author_listing_budget():
+        client = create_app().test_client()  # no instrument_engine: none is needed
         with assert_max_queries(3):
             client.get("/authors")
 
     def test_author_listing_content(spans):
-        client = traced_client(spans)
+        client = create_app().test_client()
+        spans.clear()  # the schema and the seed
         assert client.get("/authors").get_json()[0]["name"] == "Nobody"
     """
 )
@@ -198,9 +213,11 @@ def test_budget_violation_fails_with_grouped_statements(outside_project: pytest.
             "*SpanBudgetError: Expected at most 3 database statements, 9 were executed:",
             "*1. SELECT authors.id, authors.name FROM authors ORDER BY authors.id",
             "*Repeated statements (same shape, different parameters):",
-            "*8x SELECT books.id AS books_id, * FROM books WHERE ? = books.author_id",
+            "*8x SELECT books.id AS books_id, * FROM books WHERE ? = books.author_id"
+            "  [[]Author.books, from */sample_app/__init__.py:* in _author_json]",
             "*N+1 findings (threshold 5):",
-            "*Author.books: 8 statements (*ms); fix: selectinload(Author.books)",
+            "*Author.books: 8 statements (threshold 5, *ms in total) from"
+            " */sample_app/__init__.py:* in _author_json; fix: selectinload(Author.books)",
         ]
     )
     # Any other failure of a test that used `spans` gets the statements as a report section,
@@ -210,6 +227,6 @@ def test_budget_violation_fails_with_grouped_statements(outside_project: pytest.
         [
             "*AssertionError: assert 'Author 1' == 'Nobody'",
             "*Captured statements*",
-            "9 database statements in 9 spans:",
+            "9 database statements:",
         ]
     )
