@@ -135,7 +135,7 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
                         probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"))
     workers = [
         ProcessSpec(f"worker-{n}", (sys.executable, "-m", "service.worker"),
-                    probe=RqWorkerProbe(redis_url))
+                    probe=RqWorkerProbe(redis_url), probe_while_running=False)
         for n in range(1, settings.rq_workers + 1)
     ]
     relay = ProcessSpec("outbox-relay", (sys.executable, "-m", "service.relay"))

@@ -144,13 +144,17 @@ def redact_url(url: str) -> str:
 class ProcessSpec:
     """One child process: its name (and log file name), command line and readiness check.
 
-    ``essential``: when it crash-loops, the lab stops (the lab goes on without any other)."""
+    ``essential``: when it crash-loops, the lab stops (the lab goes on without any other).
+    ``probe_while_running``: the probe also tells whether it still answers once up (an HTTP
+    health URL does; an RQ worker's registration lapses while it is busy or Redis restarts, so a
+    worker is judged by its process state alone)."""
 
     name: str
     argv: tuple[str, ...]
     probe: Probe | None = None
     port: int | None = None
     essential: bool = False
+    probe_while_running: bool = True
     before_start: Callable[[], None] | None = None  # e.g. make the working directory
 
 
@@ -347,7 +351,7 @@ class Supervisor:
         _track(process.family, [process.popen])
         if is_stopped(process.pid):
             process.unanswered = self.policy.unanswered_checks
-        elif process.spec.probe is None or _probe(process):
+        elif not (process.spec.probe and process.spec.probe_while_running) or _probe(process):
             process.unanswered = 0
         else:
             process.unanswered += 1
