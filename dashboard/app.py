@@ -54,7 +54,9 @@ def sidebar() -> None:
 
 
 def lab_status() -> None:
-    """One line per part of the lab: where it is and whether it answers."""
+    """One line per part of the lab: where it is and whether it answers; then the processes of
+    the running ``latency-lab up`` (its ``var/lab.json``): state and restarts, refreshed every
+    few seconds, with a clear message for any process that is down or not responding."""
     with panels.reporting_problems():
         lab = data.settings()
         counts = data.store_counts()
@@ -62,6 +64,30 @@ def lab_status() -> None:
             f"Service {lab.resolved_service_url} · edge {lab.edge_url}  \n"
             f"Trace store: {counts['requests']:,} requests, {counts['spans']:,} spans"
         )
+
+    @st.fragment(run_every=5)
+    def processes() -> None:
+        from service.lab_info import process_statuses, read_lab_info  # psutil: only here
+
+        with panels.reporting_problems():
+            info = read_lab_info(data.settings())
+            if info is None:
+                st.caption("Processes: no `latency-lab up` runs from this LAB_VAR_DIR.")
+                return
+            statuses = process_statuses(info)
+            st.dataframe([{"process": p.name, "state": p.state, "restarts": p.restarts}
+                          for p in statuses], hide_index=True, key="lab_processes")
+            for p in statuses:
+                log = f"{info.log_dir}/{p.name}.log"
+                if p.state == "down":
+                    st.error(f"**{p.name} is down**: it kept dying (last: it {p.last_exit}) and "
+                             f"is not started again. The lab goes on without it; see {log}.",
+                             icon=":material/error:")
+                elif p.state == "not responding":
+                    st.warning(f"**{p.name} is not responding** (pid {p.pid}): it runs but does "
+                               "not answer (stopped, or hung).", icon=":material/warning:")
+
+    processes()
 
 
 def run(page: st.Page) -> None:
