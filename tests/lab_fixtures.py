@@ -4,6 +4,7 @@ spans are captured in memory."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,3 +395,49 @@ def eventually(
         time.sleep(interval_s)
         value = check()
     return value
+
+
+# --- the whole lab, as a user starts it ----------------------------------------------------------
+@contextmanager
+def latency_lab_up(
+    var_dir: Path, *, seed_leads: int, timeout_s: float = 90.0
+) -> Iterator[dict[str, str]]:
+    """``latency-lab up`` on free ports in ``var_dir`` (one gunicorn worker, one RQ worker, a
+    seeded data set of ``seed_leads``), with the fast world; yields the URLs it wrote to
+    ``lab.json`` once the dashboard answers, and stops the whole lab afterwards."""
+    env = process_env(
+        LAB_VAR_DIR=str(var_dir),
+        **{f"LAB_{name}_PORT": str(free_port())
+           for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")},
+        OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
+    )
+    command = [str(Path(sys.executable).parent / "latency-lab"), "up", "--workers", "1",
+               "--rq-workers", "1", "--seed-leads", str(seed_leads)]
+    log_file = var_dir / "up.log"
+    process = start_process(command, env=env, log_file=log_file)
+    try:
+        urls = _lab_urls(var_dir / "lab.json", process, log_file, timeout_s)
+        wait_until_up(f"{urls['dashboard']}/_stcore/health", process, log_file)
+        httpx.put(f"{urls['service']}/admin/world", json=FAST_WORLD, timeout=5).raise_for_status()
+        yield urls
+    finally:
+        stop_process(process)
+
+
+def _lab_urls(
+    lab_file: Path, process: subprocess.Popen[bytes], log_file: Path, timeout_s: float
+) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"latency-lab up exited:\n{log_file.read_text()[-3000:]}")
+        if lab_file.exists():
+            try:
+                urls: dict[str, str] = json.loads(lab_file.read_text())["urls"]
+            except (ValueError, KeyError):  # being written
+                urls = {}
+            if "dashboard" in urls:
+                return urls
+        time.sleep(0.2)
+    raise RuntimeError(f"the lab did not start in {timeout_s:.0f} s:\n"
+                       f"{log_file.read_text()[-3000:]}")
