@@ -61,6 +61,7 @@ _INTERNAL_DIRS = tuple(
 _STDLIB_DIRS = tuple(
     {os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib")}
 )
+_COMPREHENSIONS = ("<listcomp>", "<dictcomp>", "<setcomp>")
 _SITE_DIRS = tuple({os.path.join(sysconfig.get_paths()[key], "") for key in ("purelib", "platlib")})
 
 
@@ -163,7 +164,15 @@ def caller_origin() -> str | None:
         frame = _first_outside(_awaiting_frame())
     if frame is None:
         return None
-    return f"{_display_path(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+    return f"{_display_path(frame.f_code.co_filename)}:{frame.f_lineno} in {_function_name(frame)}"
+
+
+def _function_name(frame: FrameType) -> str:
+    """The function's name; a comprehension (its own frame on 3.11) takes its definer's."""
+    name = frame.f_code.co_name
+    if name in _COMPREHENSIONS and frame.f_back is not None:
+        return frame.f_back.f_code.co_name
+    return name
 
 
 def _first_outside(frame: FrameType | None) -> FrameType | None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 REPORT_SECTION = "Captured statements"
 _TESTING = __name__.rpartition(".")[0] + ".testing"
+_MARKER_NOTE = "Span budget of this test's marker (latency_lab)"
 MARKERS = (
     "max_queries(maximum): the test may run at most `maximum` database statements "
     "(latency_lab span budget).",
@@ -77,10 +78,20 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     budgets = _marker_budgets(item)
     if not budgets:
         return (yield)
-    with ExitStack() as stack:
-        for budget in budgets:
-            stack.enter_context(budget)
-        return (yield)
+    from .testing import SpanBudgetError
+
+    body_passed = False
+    try:
+        with ExitStack() as stack:
+            for budget in budgets:
+                stack.enter_context(budget)
+            result = yield
+            body_passed = True
+    except SpanBudgetError as error:
+        if body_passed:  # a marker's budget, not one inside the test: no traceback to show
+            error.add_note(_MARKER_NOTE)
+        raise
+    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -101,6 +112,9 @@ def pytest_runtest_makereport(
     """Add the captured statements to a failed test's report (budget failures list them already)."""
     report = yield
     if report.when != "call" or not report.failed or call.excinfo is None:
+        return report
+    if _MARKER_NOTE in getattr(call.excinfo.value, "__notes__", ()):
+        report.longrepr = f"{_MARKER_NOTE}:\n{call.excinfo.value}"
         return report
     capture = getattr(item, "funcargs", {}).get("spans")
     if capture is None:

@@ -45,13 +45,14 @@ provider (one is created for the session when there is none); another SDK provid
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ParamSpec
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -82,6 +83,7 @@ __all__ = [
 # Its spans repeat statements the engine watcher has already seen.
 _SQLALCHEMY_INSTRUMENTATION = "opentelemetry.instrumentation.sqlalchemy"
 
+_P = ParamSpec("_P")
 _active: list[SpanCapture] = []
 _on_demand: list[SpanCapture] = []
 _allowed_in_test: list[str] = []
@@ -381,8 +383,42 @@ class SpanBudgetError(AssertionError):
     """A span budget was exceeded; the message already lists the statements."""
 
 
-@contextmanager
-def assert_queries(expected: int, *, spans: SpanCapture | None = None) -> Iterator[SpanWindow]:
+class _Budget(AbstractContextManager[SpanWindow]):
+    """Like ``contextlib.contextmanager``, but a failure's traceback ends at the user's ``with``.
+
+    The budget is checked after the block only when the block succeeded; otherwise the block's
+    own exception propagates unchanged.
+    """
+
+    def __init__(self, check: Generator[SpanWindow, None, None]) -> None:
+        self._check = check
+
+    def __enter__(self) -> SpanWindow:
+        return next(self._check)
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        __tracebackhide__ = True
+        if kind is not None:
+            self._check.close()
+            return
+        for _ in self._check:
+            raise RuntimeError("a span budget yields once")
+
+
+def _budget(
+    check: Callable[_P, Generator[SpanWindow, None, None]],
+) -> Callable[_P, AbstractContextManager[SpanWindow]]:
+    @functools.wraps(check)
+    def budget(*args: _P.args, **kwargs: _P.kwargs) -> AbstractContextManager[SpanWindow]:
+        return _Budget(check(*args, **kwargs))
+
+    return budget
+
+
+@_budget
+def assert_queries(
+    expected: int, *, spans: SpanCapture | None = None
+) -> Generator[SpanWindow, None, None]:
     """Exactly ``expected`` database statements inside the block."""
     __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
@@ -393,8 +429,10 @@ def assert_queries(expected: int, *, spans: SpanCapture | None = None) -> Iterat
         raise SpanBudgetError(_statement_report(heading, statements, inline_calls_of(window.spans)))
 
 
-@contextmanager
-def assert_max_queries(maximum: int, *, spans: SpanCapture | None = None) -> Iterator[SpanWindow]:
+@_budget
+def assert_max_queries(
+    maximum: int, *, spans: SpanCapture | None = None
+) -> Generator[SpanWindow, None, None]:
     """At most ``maximum`` database statements inside the block."""
     __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     with _capture(spans).window() as window:
@@ -406,14 +444,14 @@ def assert_max_queries(maximum: int, *, spans: SpanCapture | None = None) -> Ite
         raise SpanBudgetError(_statement_report(heading, statements, inline_calls_of(window.spans)))
 
 
-@contextmanager
+@_budget
 def assert_no_n_plus_one(
     threshold: int = 5,
     *,
     allow: Iterable[str] = (),
     spans: SpanCapture | None = None,
     relationship_kinds: Mapping[str, bool] | None = None,
-) -> Iterator[SpanWindow]:
+) -> Generator[SpanWindow, None, None]:
     """No statement shape, and no inline third-party provider, repeated ``threshold`` times.
 
     ``allow`` names accepted repeats: relationships (``"Book.author"``), statement shapes or
@@ -460,10 +498,10 @@ def _observed_statements(window: SpanWindow, expected: str) -> list[StatementRec
     )
 
 
-@contextmanager
+@_budget
 def assert_cache_hit(
     layer: v.CacheLayer | str, *, spans: SpanCapture | None = None
-) -> Iterator[SpanWindow]:
+) -> Generator[SpanWindow, None, None]:
     """At least one lookup on ``layer`` (``edge``, ``redis``, ``app``) that hit in the block."""
     __tracebackhide__ = True  # pytest shows the user's `with`, not this function
     wanted = v.CacheLayer(layer).value
@@ -485,8 +523,10 @@ def assert_cache_hit(
     )
 
 
-@contextmanager
-def assert_offloaded(task: str, *, spans: SpanCapture | None = None) -> Iterator[SpanWindow]:
+@_budget
+def assert_offloaded(
+    task: str, *, spans: SpanCapture | None = None
+) -> Generator[SpanWindow, None, None]:
     """``task`` enqueued as a job inside the block, and not also called inline.
 
     ``task`` matches any ``rq.enqueue`` span whose ``lab.job.func`` contains it; an inline
