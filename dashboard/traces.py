@@ -5,9 +5,11 @@ turns them into what the trace explorer and the compare page show, with pure fun
 frames:
 
 * the *effective kind* of each span: its own :class:`~telemetry.vocabulary.SpanKindLabel`, or
-  the kind of the nearest database / cache / third-party / queue span above it (the HTTP client
-  span inside a third-party call is third-party time); a server span never passes its kind down,
-  so the edge's server span does not turn the whole request into "cache";
+  the kind of the nearest third-party or queue span above it (the HTTP client span inside a
+  third-party call is third-party time, the Redis commands of an enqueue are queue time). Only
+  those two wrap work that is theirs: a cache lookup's children are not cache time (the edge's
+  ``cache.lookup edge`` wraps the whole forwarded request on a miss: the service's statements
+  under it are database time), and a server span passes nothing down;
 * *off the request path*: an ``rq.job`` consumer span and everything beneath it ran in a worker,
   after the request was answered, and is reported apart as background work;
 * *self time*: a span's duration minus the part its children cover, so time by kind adds up to
@@ -40,12 +42,8 @@ KIND_ORDER = (
     v.SpanKindLabel.APPLICATION.value,
     BACKGROUND,
 )
-_PASSED_DOWN = {
-    v.SpanKindLabel.DATABASE.value,
-    v.SpanKindLabel.CACHE.value,
-    v.SpanKindLabel.THIRD_PARTY.value,
-    v.SpanKindLabel.QUEUE.value,
-}
+_PASSED_DOWN = {v.SpanKindLabel.THIRD_PARTY.value, v.SpanKindLabel.QUEUE.value}
+"""Kinds whose children are the same work (a provider's HTTP call, an enqueue's commands)."""
 _GROUPED = {v.SpanKindLabel.DATABASE.value, v.SpanKindLabel.THIRD_PARTY.value}
 _SERVICE_PREFIX = "latency-lab-"
 _SPACE = re.compile(r"\s+")

@@ -25,6 +25,11 @@ a second after a restart, and nothing stale survives a restart to confuse a run.
 The cache key is the URL plus the request's effective toggle configuration: a response belongs
 to the configuration that produced it, so requests pinned to different configurations with
 ``X-Lab-Toggles`` never share entries, and flipping a shared toggle starts from a cold edge.
+The configuration the edge decided on is forwarded whole in ``X-Lab-Toggles`` (signed when the
+lab has an admin token, :mod:`service.access`): the service, and the jobs the request enqueues,
+apply that same configuration, even in the second after a flip when the processes' snapshots of
+the shared toggles differ. A caller's own override reaches the service only if the caller may
+override (an admin's); anyone else's is ignored.
 
 Telemetry: the server span is renamed ``edge.request`` and carries the toggles, the cache layer
 and outcome and the edge's hit/miss counts; a child span ``cache.lookup edge`` covers the lookup
@@ -54,7 +59,12 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
 
-from service.access import ADMIN_TOKEN_HEADER, is_admin
+from service.access import (
+    ADMIN_TOKEN_HEADER,
+    CONFIG_SIGNATURE_HEADER,
+    configuration_signature,
+    is_admin,
+)
 from service.config import Settings
 from service.errors import register_json_errors
 from service.shared_state import SharedState
@@ -75,6 +85,8 @@ HOP_BY_HOP = frozenset({
 })
 # Rebuilt for the outgoing request: Host and length by httpx, trace context by the instrumentation.
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracestate"}
+# Replaced by the edge's own decision (see _forwarded_headers).
+OVERRIDE_HEADERS = frozenset({TOGGLE_HEADER.lower(), CONFIG_SIGNATURE_HEADER.lower()})
 # The edge's own HTTP server writes Date and Server; passing the service's too would duplicate them.
 NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=2.0)
@@ -95,21 +107,12 @@ class EdgeOutcome(StrEnum):
     BYPASS = "BYPASS"
 
 
-@dataclass(frozen=True)
-class RequestToggles:
-    """The toggles one request runs with, and whether its caller may override them."""
-
-    toggles: Toggles
-    admin: bool
-
-
-def effective_toggles(incoming: Request, settings: Settings, shared: SharedState) -> RequestToggles:
+def effective_toggles(incoming: Request, settings: Settings, shared: SharedState) -> Toggles:
     """Shared toggles, overridden by ``X-Lab-Toggles`` for admins (raises ToggleError if bad)."""
-    admin = caller_is_admin(incoming, settings)
     header = incoming.headers.get(TOGGLE_HEADER)
-    if header is None or not admin:
-        return RequestToggles(shared.toggles, admin)
-    return RequestToggles(Toggles.parse_override(header, base=shared.toggles), admin)
+    if header is None or not caller_is_admin(incoming, settings):
+        return shared.toggles
+    return Toggles.parse_override(header, base=shared.toggles)
 
 
 def caller_is_admin(incoming: Request, settings: Settings) -> bool:
@@ -202,12 +205,12 @@ class Edge:
         self._direct = _transparent_client(traced_origin, timeout)
         self._cached = _transparent_client(cache, timeout)
 
-    def forward(self, incoming: Request, decided: RequestToggles) -> Forwarded:
+    def forward(self, incoming: Request, decided: Toggles) -> Forwarded:
         """Send ``incoming`` on; raises UpstreamError when the service fails to answer."""
         url = self.upstream_url + _raw_target(incoming)
-        if not decided.toggles.edge_cache:
+        if not decided.edge_cache:
             return Forwarded(self._send(self._direct, incoming, url, decided), EdgeOutcome.BYPASS)
-        key = cache_key(url, decided.toggles)
+        key = cache_key(url, decided)
         caching: dict[str, object] = {"caching": {"key": key, "storage": self.cache.storage}}
         if incoming.method not in CACHEABLE_METHODS:
             # Not served from the cache, but passes through it to invalidate its URL's entries.
@@ -225,12 +228,12 @@ class Edge:
                 span.set_attribute(v.CACHE_OUTCOME, v.CacheOutcome.HIT.value)
         return Forwarded(response, EdgeOutcome.HIT if hit else EdgeOutcome.MISS)
 
-    def _send(self, client: httpx.Client, incoming: Request, url: str, decided: RequestToggles,
+    def _send(self, client: httpx.Client, incoming: Request, url: str, decided: Toggles,
               extensions: dict[str, object] | None = None) -> httpx.Response:
         outgoing = client.build_request(
             incoming.method,
             url,
-            headers=_forwarded_headers(incoming, keep_override=decided.admin),
+            headers=_forwarded_headers(incoming, decided, self.settings.admin_token),
             content=incoming.get_data() or None,
             extensions=extensions,
         )
@@ -259,13 +262,23 @@ def _raw_target(incoming: Request) -> str:
     return quote(incoming.path) + (f"?{query}" if query else "")
 
 
-def _forwarded_headers(incoming: Request, *, keep_override: bool) -> list[tuple[str, str]]:
-    dropped = NOT_FORWARDED | {"x-forwarded-for"}
+def _forwarded_headers(
+    incoming: Request, decided: Toggles, admin_token: str | None
+) -> list[tuple[str, str]]:
+    """The caller's headers, with the configuration the edge decided on in ``X-Lab-Toggles``.
+
+    The service then applies the same configuration as the edge (also in the second after a
+    flip, when their snapshots of the shared toggles may differ); a caller's own override reaches
+    it only as part of that decision, which only an admin's can change.
+    """
+    dropped = NOT_FORWARDED | OVERRIDE_HEADERS | {"x-forwarded-for"}
     dropped |= _connection_tokens(incoming.headers.get("Connection"))
-    if not keep_override:
-        # The service sees the edge's loopback address: only an admin's override may reach it.
-        dropped |= {TOGGLE_HEADER.lower()}
     headers = [(k, val) for k, val in incoming.headers.items() if k.lower() not in dropped]
+    configuration = decided.label()
+    headers.append((TOGGLE_HEADER, configuration))
+    if admin_token:
+        signature = configuration_signature(configuration, admin_token)
+        headers.append((CONFIG_SIGNATURE_HEADER, signature))
     forwarded_for = incoming.headers.get("X-Forwarded-For")
     client = incoming.remote_addr or "unknown"
     headers.append(("X-Forwarded-For", f"{forwarded_for}, {client}" if forwarded_for else client))
@@ -355,13 +368,13 @@ def _stream(upstream: httpx.Response) -> Iterator[bytes]:
         upstream.close()
 
 
-def annotate_server_span(decided: RequestToggles, forwarded: Forwarded) -> None:
+def annotate_server_span(decided: Toggles, forwarded: Forwarded) -> None:
     """The edge's part of the request, on its server span (what the trace store summarises)."""
     span = trace.get_current_span()
     span.update_name(v.SPAN_EDGE)
-    span.set_attribute(v.CONFIG_KEY, decided.toggles.label())
+    span.set_attribute(v.CONFIG_KEY, decided.label())
     for toggle in Toggle:
-        span.set_attribute(v.TOGGLE_PREFIX + toggle.value, decided.toggles.enabled(toggle))
+        span.set_attribute(v.TOGGLE_PREFIX + toggle.value, decided.enabled(toggle))
     span.set_attribute(v.CACHE_LAYER, v.CacheLayer.EDGE.value)
     if forwarded.outcome is EdgeOutcome.HIT:
         # The whole request was answered here: nothing behind the edge ran.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.trace import SpanKind
 from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,6 +128,9 @@ class TracedJob(Job):
         enqueued_at = self.meta.get("enqueued_at_ns")
         if enqueued_at is not None:
             attributes[v.JOB_ENQUEUED_AT] = int(enqueued_at)
+        configuration = baggage.get_baggage(v.CONFIG_KEY, parent)
+        if configuration:  # the configuration the enqueuing request ran under
+            attributes[v.CONFIG_KEY] = str(configuration)
         try:
             with tracer.start_as_current_span(
                 v.SPAN_JOB, context=parent, kind=SpanKind.CONSUMER, attributes=attributes

@@ -1,7 +1,8 @@
 """What happens around every request: its toggles, its accounting, its response headers.
 
 * The effective toggles: the shared state, overridden for this request only by ``X-Lab-Toggles``
-  (loopback or admin token). They go on the server span with the world, so every view can group
+  (loopback or admin token, or the configuration the edge decided on and forwarded, see
+  :mod:`service.access`). They go on the server span with the world, so every view can group
   requests by configuration.
 * The accounting: a :class:`~telemetry.accounting.RequestTally` collects the request's spans; when
   the response is ready it becomes ``Server-Timing`` and server-span attributes (the trace
@@ -16,9 +17,10 @@
 from __future__ import annotations
 
 from flask import Flask, Response, g, request
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 
-from service.access import is_admin
+from service.access import is_admin, may_pin_configuration
 from service.errors import ApiError
 from service.lead_loader import LoaderStrategy
 from service.runtime_context import lab_service
@@ -54,13 +56,17 @@ def _begin() -> None:
     g.loader = _loader_override(service.settings.admin_token)
     override = request.headers.get(TOGGLE_HEADER)
     if override is not None:
-        if not is_admin(request.remote_addr, request.headers, service.settings.admin_token):
+        token = service.settings.admin_token
+        if not may_pin_configuration(request.remote_addr, request.headers, override, token):
             raise ApiError(403, f"{TOGGLE_HEADER} needs loopback or the admin token")
         try:
             g.toggles = Toggles.parse_override(override, base=snapshot.toggles)
         except ToggleError as exc:
             raise ApiError(400, str(exc), header=TOGGLE_HEADER) from exc
     _describe_configuration(span)
+    # The configuration travels with the trace context (W3C baggage) into the request's jobs,
+    # so a job is labelled with the configuration its request ran under.
+    g.baggage_token = otel_context.attach(baggage.set_baggage(v.CONFIG_KEY, g.toggles.label()))
 
 
 def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
@@ -133,6 +139,9 @@ def _cache_headers(response: Response, *, edge_on: bool, max_age_s: int) -> None
 
 
 def _teardown(_exc: BaseException | None) -> None:
+    token = g.pop("baggage_token", None)
+    if token is not None:
+        otel_context.detach(token)
     trace_id = g.get("trace_id")
     if trace_id is not None:
         lab_service().telemetry.ledger.close(trace_id)

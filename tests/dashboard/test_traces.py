@@ -58,6 +58,33 @@ def test_self_time_by_kind_adds_up_to_the_request_on_its_path() -> None:
     assert by_kind["queue"] == 1.0
 
 
+def edge_miss_request() -> pd.DataFrame:
+    """``edge_cache`` on and a miss: the edge's cache lookup wraps the whole forwarded request."""
+    return traces.span_frame([
+        span("e", None, v.SPAN_EDGE, "SERVER", "application", 0, 100),
+        span("l", "e", "cache.lookup edge", "INTERNAL", "cache", 1, 99,
+             **{v.CACHE_LAYER: "edge"}),
+        span("c", "l", "GET", "CLIENT", "application", 2, 98),
+        span("s", "c", "GET /api/leads", "SERVER", "application", 3, 97),
+        span("d1", "s", "SELECT", "CLIENT", "database", 4, 34, statement="SELECT 1"),
+        span("x", "s", "third_party.call analytics", "CLIENT", "third_party", 40, 90,
+             **{v.THIRD_PARTY_PROVIDER: "analytics"}),
+        span("xh", "x", "POST", "CLIENT", "application", 41, 89),
+    ])
+
+
+def test_the_edge_cache_lookup_does_not_turn_the_forwarded_request_into_cache_time() -> None:
+    annotated = traces.annotate(edge_miss_request())
+
+    kinds = annotated.set_index("span_id")["effective_kind"]
+    by_kind = traces.time_by_kind(annotated).set_index("kind")["time_ms"]
+
+    assert kinds[["d1", "x", "xh", "s", "c"]].tolist() == [
+        "database", "third_party", "third_party", "application", "application"]
+    assert (by_kind["database"], by_kind["third_party"], by_kind["cache"]) == (30.0, 50.0, 2.0)
+    assert by_kind.sum() == 100.0
+
+
 def test_worker_spans_are_background_and_server_spans_do_not_pass_their_kind_down() -> None:
     annotated = traces.annotate(inline_request()).set_index("span_id")
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from service.access import configuration_signature
 from service.config import Settings
 from service.redis_server import RedisServer, free_port
 from service.runtime import LabOptions, lab_tiers
@@ -124,6 +125,24 @@ def test_with_a_token_admin_and_overrides_need_it_even_from_loopback(lab_factory
     assert allowed.status_code == 200
     assert 'desc="1 statements"' in allowed.headers["Server-Timing"]
     assert lab.client.get("/api/leads?limit=1").status_code == 200  # the API itself stays open
+
+
+def test_the_edges_signed_configuration_pins_one_request_and_grants_nothing_else(
+    lab_factory: Any,
+) -> None:
+    lab: Lab = lab_factory(LAB_ADMIN_TOKEN="s3cret")
+    eager = "eager_loading=on"
+    signed = {"X-Lab-Toggles": eager,
+              "X-Lab-Toggles-Signature": configuration_signature(eager, "s3cret")}
+    forged = signed | {"X-Lab-Toggles-Signature": configuration_signature(eager, "guess")}
+    replayed = signed | {"X-Lab-Toggles": "eager_loading=on,redis_cache=on"}
+
+    pinned = lab.client.get("/api/leads?limit=5", headers=signed)
+
+    assert pinned.status_code == 200 and 'desc="1 statements"' in pinned.headers["Server-Timing"]
+    assert lab.client.get("/api/leads?limit=5", headers=forged).status_code == 403
+    assert lab.client.get("/api/leads?limit=5", headers=replayed).status_code == 403
+    assert lab.client.get("/admin/toggles", headers=signed).status_code == 401
 
 
 def test_the_token_is_compared_in_constant_time(

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
+from service.access import configuration_signature
 from service.config import Settings
 from service.edge import HIT_TIMING, UPSTREAM_TIMEOUT, create_edge_app
 from service.redis_server import RedisServer, free_port
@@ -290,7 +291,13 @@ def test_override_from_loopback_decides_and_keys_the_cache(make_edge: MakeEdge) 
     assert other_config.headers["X-Cache"] == "MISS"  # another configuration, another entry
     assert shared_off.headers["X-Cache"] == "BYPASS"
     assert edge.service.count("/cc/public") == 3
-    assert edge.service.received[0].headers["X-Lab-Toggles"] == EDGE_ON  # the service sees it
+    # The service is told the configuration the edge applied, whole: it applies the same one.
+    forwarded = [r.headers["X-Lab-Toggles"] for r in edge.service.received]
+    assert forwarded == [
+        Toggles(edge_cache=True).label(),
+        Toggles(edge_cache=True, eager_loading=True).label(),
+        Toggles().label(),
+    ]
 
 
 def test_override_from_elsewhere_is_ignored_and_not_forwarded(make_edge: MakeEdge) -> None:
@@ -300,7 +307,23 @@ def test_override_from_elsewhere_is_ignored_and_not_forwarded(make_edge: MakeEdg
     responses = [edge.get("/cc/public", toggles=EDGE_ON, environ_base=remote) for _ in range(2)]
 
     assert {r.headers["X-Cache"] for r in responses} == {"BYPASS"}
-    assert "X-Lab-Toggles" not in edge.service.received[0].headers
+    # What reaches the service is the edge's decision (the shared toggles), not the caller's.
+    assert edge.service.received[0].headers["X-Lab-Toggles"] == Toggles().label()
+    assert "X-Lab-Toggles-Signature" not in edge.service.received[0].headers
+
+
+def test_with_a_token_the_edge_signs_the_configuration_it_forwards(make_edge: MakeEdge) -> None:
+    edge = make_edge(edge_cache=False, LAB_ADMIN_TOKEN="s3cret")
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    forged = {"X-Lab-Toggles-Signature": "0" * 64}
+
+    edge.get("/cc/public", toggles=EDGE_ON, environ_base=remote, headers=forged)
+
+    received = edge.service.received[0].headers
+    configuration = Toggles().label()  # the caller's override was not an admin's: ignored
+    assert received["X-Lab-Toggles"] == configuration
+    assert received["X-Lab-Toggles-Signature"] == configuration_signature(configuration, "s3cret")
+    assert "Authorization" not in received and "X-Lab-Admin-Token" not in received
 
 
 def test_override_with_the_admin_token_from_anywhere(make_edge: MakeEdge) -> None:
