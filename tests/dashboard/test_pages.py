@@ -7,6 +7,7 @@ table rows, the checks of the tour, the messages when a part of the lab is missi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +16,13 @@ import redis
 from rq import Queue, SimpleWorker
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data
+from dashboard import data, panels
 from service.offload import QUEUE_NAME
 from service.redis_server import free_port
+from service.toggles import Toggles
+from telemetry.store import TraceStore
 from tests.dashboard.conftest import LIST_STATEMENTS, FakeLab
-from tests.dashboard.factories import Workshop, delivered, refused
+from tests.dashboard.factories import MS, LabTraces, Workshop, delivered, refused
 
 OpenPage = Callable[[str], AppTest]
 
@@ -295,3 +298,301 @@ def test_an_unexpected_failure_is_one_line_not_a_traceback(
     assert "unexpected error" in texts(app.error)
     assert "nonsense" not in texts(app.error)
     assert metrics(app)["Statements / request"].value == "0.4"  # what worked is still shown
+
+
+# --- every number a page shows, for the workshop's known rows -------------------------------------
+# What :func:`tests.dashboard.factories.workshop` recorded, at the front door (the edge's rows).
+# A request's edge span lasts 2 ms of framing (edge -> service -> edge), 2 ms before the first
+# statement, 3 ms per statement, 21 ms per inline third-party call and 1 ms per enqueue.
+def edge_ms(statements: int, inline_calls: int = 0, enqueued: int = 0) -> float:
+    return 4.0 + 3.0 * statements + 21.0 * inline_calls + 1.0 * enqueued
+
+
+LAZY_MS, EAGER_MS = edge_ms(LIST_STATEMENTS), edge_ms(1)
+INLINE_CREATE_MS, OFFLOADED_CREATE_MS, EDGE_HIT_MS = edge_ms(2, 3), edge_ms(2, 0, 3), 1.0
+WORKSHOP = {
+    # configuration: (edge durations, statements, third-party ms, jobs, edge hits, edge misses,
+    #                 seconds between the first and the last request)
+    "all off": ([LAZY_MS] * 6 + [INLINE_CREATE_MS], [LIST_STATEMENTS] * 6 + [2],
+                [0.0] * 6 + [60.0], [0] * 7, 0, 0, 2.0),
+    "eager": ([EAGER_MS] * 6, [1] * 6, [0.0] * 6, [0] * 6, 0, 0, 0.5),
+    "all on": ([EDGE_HIT_MS] * 6 + [EAGER_MS, OFFLOADED_CREATE_MS], [0] * 6 + [1, 2],
+               [0.0] * 8, [0] * 7 + [3], 6, 2, 0.4),
+}
+
+
+def expected_row(label: str) -> dict[str, Any]:
+    from telemetry.percentiles import nearest_rank
+
+    durations, statements, ext, jobs, hits, misses, seconds = WORKSHOP[label]
+    count = len(durations)
+    return {
+        "requests": count,
+        "p50_ms": nearest_rank(durations, 50),
+        "p95_ms": nearest_rank(durations, 95),
+        "p99_ms": nearest_rank(durations, 99),
+        "requests_per_s": count / max(1.0, seconds),
+        "error_rate": 0.0,
+        "statements": sum(statements) / count,
+        "ext_ms": sum(ext) / count,
+        "jobs": sum(jobs) / count,
+        "hit_rate_edge": hits / (hits + misses) if hits + misses else None,
+        "hit_rate_redis": None,
+        "hit_rate_app": None,
+    }
+
+
+def test_live_cards_are_the_current_configurations_numbers(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    now, before = expected_row("all on"), expected_row("eager")
+    app = open_page("live")
+
+    shown = {label: (metric.value, metric.delta or None) for label, metric in metrics(app).items()}
+    assert shown == {
+        "p50 latency": (panels.ms(now["p50_ms"]), panels.delta(now["p50_ms"], before["p50_ms"],
+                                                               " ms")),
+        "p95 latency": (panels.ms(now["p95_ms"]), panels.delta(now["p95_ms"], before["p95_ms"],
+                                                               " ms")),
+        "p99 latency": (panels.ms(now["p99_ms"]), panels.delta(now["p99_ms"], before["p99_ms"],
+                                                               " ms")),
+        "Requests / s": (panels.number(now["requests_per_s"]),
+                         panels.delta(now["requests_per_s"], before["requests_per_s"])),
+        "Error rate": ("0%", None),
+        "Statements / request": (panels.number(now["statements"]),
+                                 panels.delta(now["statements"], before["statements"])),
+        "Third-party time / request": ("0.0 ms", None),
+        "Edge (CDN) hit rate": (panels.pct(now["hit_rate_edge"]), None),
+        "L1 Redis hit rate": ("—", None),
+        "L2 app hit rate": ("—", None),
+        "Queue depth": ("—", None),  # no Redis in this environment
+        "Dropped spans": ("0", None),
+        "Requests measured": (str(now["requests"]), None),
+    }
+    # The numbers, spelled out once: what a reader of the closing note can check by hand.
+    assert shown["p50 latency"] == ("1.0 ms", "-6.0 ms")
+    assert shown["p95 latency"] == ("13.0 ms", "+6.0 ms")
+    assert shown["Requests / s"] == ("8.0", "+2.0")
+    assert shown["Statements / request"] == ("0.4", "-0.6")
+    assert shown["Edge (CDN) hit rate"] == ("75%", None)
+
+
+def test_live_names_the_configuration_and_the_one_before(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("live")
+
+    text = texts(app.markdown)
+    assert "Now: **all on**" in text and "measured at the edge" in text
+    assert "previous configuration, **eager** (+offload +L1 +L2 +CDN since)" in text
+
+
+def test_compare_table_cells_are_each_configurations_numbers(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("compare")
+
+    table = app.dataframe[0].value.set_index("label")
+    assert list(table.index) == ["all off", "eager", "all on"]
+    base = expected_row("all off")
+    for label in table.index:
+        row, want = table.loc[label], expected_row(label)
+        for column in ("p50_ms", "p95_ms", "p99_ms", "requests_per_s", "statements", "ext_ms"):
+            assert f"{row[column]:.1f}" == f"{want[column]:.1f}", (label, column)
+        assert int(row["requests"]) == want["requests"], label
+        assert row["edge_hits"] == panels.pct(want["hit_rate_edge"]), label
+        assert (row["l1_hits"], row["l2_hits"], row["errors"]) == ("—", "—", "0%"), label
+        ratio = want["p50_ms"] / base["p50_ms"]
+        assert row["speedup"] == (f"{1 / ratio:.1f}\u00d7 faster" if ratio < 1
+                                  else f"{ratio:.1f}\u00d7 baseline"), label
+        throughput = want["requests_per_s"] / base["requests_per_s"]
+        assert f"{row['throughput_vs_baseline']:.1f}" == f"{throughput:.1f}", label
+    assert table.loc["all off", "p50_ms"] == 97.0 and table.loc["all off", "ext_ms"] == 60 / 7
+    assert table.loc["eager", "speedup"] == "13.9\u00d7 faster"
+    assert table.loc["all on", "speedup"] == "97.0\u00d7 faster"
+
+
+def test_compare_headline_is_all_off_against_all_on(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    old, new = expected_row("all off"), expected_row("all on")
+    app = open_page("compare")
+
+    shown = metrics(app)
+    assert shown["p50, all off \u2192 all on"].value == "97.0 ms \u2192 1.0 ms"
+    assert shown["p50, all off \u2192 all on"].delta == f"{1.0 / 97.0 - 1:+.1%}" == "-99.0%"
+    assert shown["Throughput"].value == "8.0 requests/s"
+    assert shown["Throughput"].delta == f"{new['requests_per_s'] / old['requests_per_s']:.1f}" \
+        "\u00d7 all off"
+    assert shown["Statements per request"].value == "0.4"
+    assert shown["Statements per request"].delta == panels.delta(new["statements"],
+                                                                 old["statements"])
+
+
+def test_compare_kind_table_counts_spans_per_request(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("compare")
+
+    kinds = app.dataframe[1].value.set_index("span kind")
+    all_off, all_on = expected_row("all off"), expected_row("all on")
+    # A (all off, the default) against B (the newest, all on): one database span per statement.
+    assert kinds.loc["database", "spans/request A"] == round(all_off["statements"], 1)
+    assert kinds.loc["database", "spans/request B"] == round(all_on["statements"], 1)
+    assert kinds.loc["database", "ms/request A"] == round(all_off["statements"] * 2.5, 2)
+    assert kinds.loc["third party", "ms/request A"] == round(all_off["ext_ms"], 2)
+    # all on: three jobs in eight requests, each 42 ms in a worker
+    background = "background job (off the request path)"
+    assert kinds.loc[background, "spans/request B"] == round(3 * 2 / 8, 1)
+    assert kinds.loc[background, "ms/request B"] == round(3 * 42 / 8, 2)
+
+
+@pytest.mark.parametrize(
+    ("trace", "cards"),
+    [
+        ("lazy_list", {"Duration": "97.0 ms", "Database": f"{31 * 2.5:.1f} ms",
+                       "Third party (inline)": "—", "Spans": "34",
+                       "Off the request path": "—"}),
+        ("inline_create", {"Duration": "73.0 ms", "Database": "5.0 ms",
+                           "Third party (inline)": "60.0 ms", "Spans": "8",
+                           "Off the request path": "—"}),
+        ("offloaded_create", {"Duration": "13.0 ms", "Database": "5.0 ms",
+                              "Third party (inline)": "—", "Spans": "14",
+                              "Off the request path": "126 ms"}),
+    ],
+)
+def test_trace_explorer_cards_are_the_traces_numbers(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage, trace: str, cards: dict[str, str]
+) -> None:
+    """Duration: the front door's span; database: 2.5 ms per statement; third party: 20 ms per
+    inline call; spans: edge, its client, service, one per statement, call, enqueue and job."""
+    app = open_page("trace_explorer")
+    app.text_input(key="trace_pasted").input(getattr(recorded, trace)).run()
+
+    assert {label: metric.value for label, metric in metrics(app).items()} == cards
+
+
+def test_trace_explorer_waterfall_kinds_match_the_trace(
+    recorded: Workshop, lab_env: FakeLab
+) -> None:
+    detail = data.trace_detail(recorded.lazy_list)
+
+    kinds = detail.waterfall.groupby("kind").size().to_dict()
+    assert kinds == {"database": LIST_STATEMENTS, "application": 3}
+    assert detail.by_kind.set_index("kind")["time_ms"]["database"] == LIST_STATEMENTS * 2.5
+
+
+def test_tour_checks_show_the_measured_numbers(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("tour")
+    assert f"statements per list request: {LIST_STATEMENTS} \u2713" in texts(app.success)
+    assert "p50 latency: 97.0 ms \u2713" in texts(app.success)
+
+    app.radio(key="tour_step").set_value(5).run()
+
+    assert "edge hit rate: 75% \u2713" in texts(app.success)
+    assert "p50 latency: 1.0 ms (measure the step before to compare) \u2026" in texts(app.info)
+    assert "**The whole journey:** p50, all off \u2192 all on: 97.0 ms \u2192 1.0 ms \u2713" \
+        in texts(app.markdown)
+
+
+def test_jobs_page_shows_every_registry(
+    redis_url: str, lab_env: FakeLab, monkeypatch: pytest.MonkeyPatch, open_page: OpenPage
+) -> None:
+    connection = redis.Redis.from_url(redis_url)
+    queue = Queue(QUEUE_NAME, connection=connection)
+    for provider in ("email", "analytics", "enrichment"):
+        queue.enqueue(delivered, provider)
+    SimpleWorker([queue], connection=connection).work(burst=True)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+
+    app = open_page("jobs")
+
+    assert {label: metric.value for label, metric in metrics(app).items()} == {
+        "Queued": "0", "Running": "0", "Finished": "3", "Failed": "0", "Retrying": "0",
+    }
+    assert "No failed jobs" in texts(app.caption)
+
+
+# --- empty states: each says what to do -----------------------------------------------------------
+def test_compare_without_traffic_says_how_to_get_some(
+    lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("compare")
+
+    assert "No requests in this window yet" in texts(app.info)
+    assert "Drive load" in texts(app.info)
+    assert not app.dataframe
+
+
+def test_compare_with_one_configuration_says_to_flip_a_switch(
+    store_url: str, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    store = TraceStore(store_url).create()
+    traces = LabTraces()
+    traces.list_request(time.time_ns() - 60_000 * MS, Toggles(), leads=3)
+    traces.write(store)
+    store.close()
+
+    app = open_page("compare")
+
+    info = texts(app.info)
+    assert "Measure both **all off** and **all on**" in info
+    assert "Only one configuration so far: flip a switch and drive some load" in info
+    assert app.dataframe[0].value["label"].tolist() == ["all off"]
+
+
+def test_trace_explorer_without_traffic_says_how_to_get_some(
+    lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("trace_explorer")
+
+    assert "No requests in this window yet" in texts(app.info)
+    assert not app.get("plotly_chart")
+
+
+def test_trace_not_arrived_says_it_will(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("trace_explorer")
+    app.text_input(key="trace_pasted").input("f" * 32).run()
+
+    warning = texts(app.warning)
+    assert f"No spans for trace `{'f' * 32}` in the store (yet)" in warning
+    assert "spans arrive within a second or two" in warning
+
+
+def test_trace_without_jobs_says_so(
+    recorded: Workshop, lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("trace_explorer")
+    app.text_input(key="trace_pasted").input(recorded.inline_create).run()
+
+    assert "This request enqueued no jobs" in texts(app.caption)
+
+
+def test_tour_without_traffic_says_what_is_not_measured(
+    lab_env: FakeLab, open_page: OpenPage
+) -> None:
+    app = open_page("tour")
+
+    info = texts(app.info)
+    assert "statements per list request: not measured yet in this configuration" in info
+    assert "p50 latency: not measured yet in this configuration" in info
+    assert "Switch the lab to step 0" in [b.label for b in app.button]
+
+
+def test_jobs_page_without_jobs_says_what_to_do(
+    redis_url: str, lab_env: FakeLab, monkeypatch: pytest.MonkeyPatch, open_page: OpenPage
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+
+    app = open_page("jobs")
+
+    assert {metric.value for metric in app.metric} == {"0"}
+    assert "No RQ worker is running" in texts(app.warning)
+    assert "--rq-workers" in texts(app.warning)
+    assert "Raise a provider's failure rate" in texts(app.caption)
+    chart = app.get("plotly_chart")[0].proto.spec
+    assert "No finished jobs yet (switch async_offload on and drive some load)" in chart
