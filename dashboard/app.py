@@ -26,13 +26,26 @@ VIEWS = Path(__file__).resolve().parent / "views"
 
 
 def navigation() -> dict[str, list[st.Page]]:
-    def page(name: str, title: str, icon: str, *, default: bool = False) -> st.Page:
-        return st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name,
-                       default=default)
+    """The pages, each at its own URL (``/live``, ``/compare``, ...).
+
+    Streamlit serves its default page at ``/`` whatever its ``url_path``, so ``/live`` would be
+    "page not found": the default is instead a hidden page that opens Live at ``/live`` (query
+    parameters kept), and every URL in the address bar is one that can be shared.
+    """
+
+    def page(name: str, title: str, icon: str) -> st.Page:
+        return st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name)
+
+    live = page("live", "Live", ":material/monitoring:")
+
+    def front_door() -> None:
+        st.switch_page(live, query_params=st.query_params.to_dict())
 
     return {
         "Watch": [
-            page("live", "Live", ":material/monitoring:", default=True),
+            st.Page(front_door, title="Live", url_path="front", default=True,
+                    visibility="hidden"),
+            live,
             page("compare", "Compare configurations", ":material/compare_arrows:"),
             page("trace_explorer", "Trace explorer", ":material/account_tree:"),
             page("jobs", "Background jobs", ":material/work_history:"),

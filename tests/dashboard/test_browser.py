@@ -174,3 +174,40 @@ def test_eager_loading_switched_on_in_the_browser_drops_statements_per_request(
             browser.close()
 
     assert (before, after) == (LAZY_STATEMENTS, 1.0)
+
+
+PAGES = {
+    "live": "Live",
+    "compare": "Compare configurations",
+    "trace_explorer": "Trace explorer",
+    "jobs": "Background jobs",
+    "tour": "Guided tour",
+    "world": "Simulated world",
+}
+
+
+def test_every_pages_url_opens_that_page(running_lab: RunningLab) -> None:
+    """A URL from the address bar, or shared by a workshop host, opens its page; ``/`` opens
+    Live at ``/live`` with its query parameters."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": 1200})
+        try:
+            for path, title in PAGES.items():
+                page.goto(f"{running_lab.dashboard}/{path}")
+                heading = page.locator("h1").filter(has_text=re.compile(rf"^{title}$"))
+                expect(heading).to_be_visible(timeout=30_000)
+                expect(page.get_by_text("Page not found")).to_have_count(0)
+                assert page.url.split("?")[0].rstrip("/").endswith(f"/{path}")
+            page.goto(f"{running_lab.dashboard}/?window=300")
+            expect(page.locator("h1").filter(has_text=re.compile("^Live$"))).to_be_visible(
+                timeout=30_000)
+            page.wait_for_url(re.compile(r"/live\?window=300$"), timeout=10_000)
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-deep-link-failure.png"))
+            raise
+        finally:
+            browser.close()
