@@ -1,4 +1,8 @@
-"""The article's N+1: statements per request, counted from spans, lazy vs eager."""
+"""The article's N+1: statements per request, lazy vs eager.
+
+The counts are the span budgets' (``telemetry.testing``), as any project using the plugin would
+write them; ``Server-Timing`` must carry the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ import pytest
 
 from telemetry import vocabulary as v
 from telemetry.nplusone import Finding
+from telemetry.testing import (
+    SpanBudgetError,
+    assert_max_queries,
+    assert_no_n_plus_one,
+    assert_queries,
+)
 from tests.lab_fixtures import Lab, trace_id_of
 
 LIST_SIZES = (1, 10, 50)
@@ -15,20 +25,19 @@ LIST_SIZES = (1, 10, 50)
 
 @pytest.mark.parametrize("size", LIST_SIZES)
 def test_lazy_loading_costs_one_plus_three_n_statements(lab: Lab, size: int) -> None:
-    response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=off")
+    with assert_queries(1 + 3 * size):
+        response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=off")
 
     assert response.status_code == 200
     assert len(response.json["leads"]) == size
-    statements = lab.statements(trace_id_of(response))
-    assert len(statements) == 1 + 3 * size
     assert f'desc="{1 + 3 * size} statements"' in response.headers["Server-Timing"]
 
 
 @pytest.mark.parametrize("size", LIST_SIZES)
 def test_joined_loading_is_one_statement_whatever_the_size(lab: Lab, size: int) -> None:
-    response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
+    with assert_queries(1):
+        response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
 
-    assert len(lab.statements(trace_id_of(response))) == 1
     assert 'desc="1 statements"' in response.headers["Server-Timing"]
 
 
@@ -38,9 +47,10 @@ def test_selectin_loading_is_four_statements_whatever_the_size(
 ) -> None:
     selectin = lab_factory(LAB_LOADER_STRATEGY="selectin")
 
-    response = selectin.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
+    with assert_queries(4):
+        response = selectin.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
 
-    assert len(selectin.statements(trace_id_of(response))) == 4
+    assert 'desc="4 statements"' in response.headers["Server-Timing"]
 
 
 def test_json_is_identical_lazy_or_eager(lab: Lab) -> None:
@@ -53,19 +63,23 @@ def test_json_is_identical_lazy_or_eager(lab: Lab) -> None:
 
 
 def test_filters_keep_the_statement_count(lab: Lab) -> None:
-    lazy = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=off")
-    eager = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=on")
+    with assert_max_queries(1 + 3 * 5) as lazy_block:  # at most 5 leads
+        lazy = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=off")
+    with assert_queries(1):
+        eager = lab.get("/api/leads?limit=5&status=new&tag=hot", toggles="eager_loading=on")
 
     leads = lazy.json["leads"]
     assert leads == eager.json["leads"]
     assert all(lead["status"] == "new" and "hot" in lead["tags"] for lead in leads)
-    assert len(lab.statements(trace_id_of(lazy))) == 1 + 3 * len(leads)
-    assert len(lab.statements(trace_id_of(eager))) == 1
+    assert len(lazy_block.statements()) == 1 + 3 * len(leads)
 
 
 def test_lazy_request_carries_n_plus_one_findings_naming_the_relationships(lab: Lab) -> None:
-    response = lab.get("/api/leads?limit=20", toggles="eager_loading=off")
+    with pytest.raises(SpanBudgetError) as budget, assert_no_n_plus_one():
+        response = lab.get("/api/leads?limit=20", toggles="eager_loading=off")
 
+    for relationship in ("Lead.owner", "Lead.tags", "Lead.metadata_entries"):
+        assert f"{relationship}: 20 statements (threshold 5," in str(budget.value)
     span = lab.server_span(trace_id_of(response))
     findings = Finding.loads(span.attributes[v.REQ_N_PLUS_ONE])
     assert {f.relationship for f in findings} == {
@@ -77,7 +91,8 @@ def test_lazy_request_carries_n_plus_one_findings_naming_the_relationships(lab: 
 
 
 def test_eager_request_has_no_findings(lab: Lab) -> None:
-    response = lab.get("/api/leads?limit=20", toggles="eager_loading=on")
+    with assert_no_n_plus_one():
+        response = lab.get("/api/leads?limit=20", toggles="eager_loading=on")
 
     span = lab.server_span(trace_id_of(response))
     assert v.REQ_N_PLUS_ONE not in span.attributes
@@ -101,12 +116,12 @@ def test_all_statements_are_children_of_the_server_span(lab: Lab) -> None:
 
 
 def test_loader_header_picks_selectin_for_one_request(lab: Lab) -> None:
-    joined = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
-    selectin = lab.get("/api/leads?limit=10", toggles="eager_loading=on",
-                       headers={"X-Lab-Loader": "selectin"})
+    with assert_queries(1):
+        joined = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
+    with assert_queries(4):
+        selectin = lab.get("/api/leads?limit=10", toggles="eager_loading=on",
+                           headers={"X-Lab-Loader": "selectin"})
 
-    assert len(lab.statements(trace_id_of(joined))) == 1
-    assert len(lab.statements(trace_id_of(selectin))) == 4
     assert joined.json == selectin.json
     assert lab.server_span(trace_id_of(selectin)).attributes[v.ORM_LOADER] == "selectin"
 
