@@ -164,9 +164,13 @@ class SpanCapture:
         self._unsubscribe: Callable[[], None] | None = None
 
     @classmethod
-    def start(cls) -> SpanCapture:
-        """Watch every engine and the global SDK provider (or the session's own); become active."""
-        capture = cls(_capture_provider())
+    def start(cls, *, claim_global: bool = True) -> SpanCapture:
+        """Watch every engine and the global SDK provider (or the session's own); become active.
+
+        With no global SDK provider, the session's own becomes the global one, unless
+        ``claim_global`` is false (a capture the test did not ask for leaves it to the app).
+        """
+        capture = cls(_capture_provider(claim_global))
         capture._unsubscribe = engine_watch.subscribe(capture.receive_statement)
         _active.append(capture)
         return capture
@@ -331,7 +335,7 @@ class _CaptureRouter(SpanProcessor):
         return True
 
 
-def _capture_provider() -> TracerProvider:
+def _capture_provider(claim_global: bool) -> TracerProvider:
     global _session_provider
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -340,8 +344,8 @@ def _capture_provider() -> TracerProvider:
     if _session_provider is None:
         _session_provider = TracerProvider(resource=Resource.create({"service.name": "pytest"}))
         _route(_session_provider)
-        if isinstance(current, trace.ProxyTracerProvider):  # nobody set one: ours is global
-            trace.set_tracer_provider(_session_provider)
+    if claim_global and isinstance(current, trace.ProxyTracerProvider):  # nobody set one
+        trace.set_tracer_provider(_session_provider)
     return _session_provider
 
 
@@ -369,7 +373,7 @@ def _capture(spans: SpanCapture | None) -> SpanCapture:
     if capture is not None:
         return capture
     if os.environ.get("PYTEST_CURRENT_TEST"):  # inside a pytest test: start one for it
-        capture = SpanCapture.start()
+        capture = SpanCapture.start(claim_global=False)
         _on_demand.append(capture)
         return capture
     raise RuntimeError(

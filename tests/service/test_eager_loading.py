@@ -119,8 +119,9 @@ def test_loader_header_picks_selectin_for_one_request(lab: Lab) -> None:
     with assert_queries(1):
         joined = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
     with assert_queries(4):
-        selectin = lab.get("/api/leads?limit=10", toggles="eager_loading=on",
-                           headers={"X-Lab-Loader": "selectin"})
+        selectin = lab.get(
+            "/api/leads?limit=10", toggles="eager_loading=on", headers={"X-Lab-Loader": "selectin"}
+        )
 
     assert joined.json == selectin.json
     assert lab.server_span(trace_id_of(selectin)).attributes[v.ORM_LOADER] == "selectin"

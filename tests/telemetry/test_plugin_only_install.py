@@ -4,7 +4,8 @@ A fresh virtual environment gets this checkout without extras (plus Flask, which
 project needs), from the package registry: none of the lab's server stack may come with it, the
 plugin's modules must import, and the plain Flask + SQLAlchemy project of
 ``user_projects/plain`` must fail and pass exactly as it does in the lab's own environment.
-About 30 s (most of it building the wheel); skipped, saying why, when the registry cannot be reached.
+About 30 s (most of it building the wheel); skipped, saying why, when the registry cannot be
+reached.
 """
 
 from __future__ import annotations
