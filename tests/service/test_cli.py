@@ -50,7 +50,7 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
 
     assert result.exit_code == 0
-    assert set(cli.commands) == {"up", "seed", "toggles", "world", "load", "bench", "outbox"}
+    assert set(cli.commands) == {"up", "status", "seed", "toggles", "world", "load", "bench", "outbox"}
     for command in cli.commands:
         assert command in result.output
 
