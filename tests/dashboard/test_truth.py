@@ -32,6 +32,7 @@ Skipped, with the reason, where Chromium is missing.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,17 +50,9 @@ from sqlalchemy import select
 from dashboard import configs, panels, tour
 from dashboard.views.compare import TABLE_COLUMNS
 from service.toggles import Toggles
+from telemetry.percentiles import nearest_rank
 from telemetry.store import TraceStore, requests_table
 from tests.lab_fixtures import latency_lab_up
-
-try:  # the lab's one percentile definition (issue 10 moves it here)
-    from telemetry.percentiles import nearest_rank
-except ImportError:  # pragma: no cover - before the move
-    from telemetry.store import nearest_ranks
-
-    def nearest_rank(values: Sequence[float], percent: float) -> float | None:
-        return nearest_ranks(values, [int(percent)]).get(int(percent)) if values else None
-
 
 pytestmark = pytest.mark.browser
 
@@ -71,7 +64,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Wide, so every column of the Compare table is in the grid's accessible table; tall, because
 # Streamlit scrolls inside stMain.
-VIEWPORT = {"width": 2400, "height": 2400}
+VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 2400, 2400
 LEADS, PAGE_SIZE = 12, 10
 LIST = f"/api/leads?limit={PAGE_SIZE}"
 LIST_SAME_PAGE = f"/api/leads?offset=0&limit={PAGE_SIZE}"  # another edge entry, the same L1 key
@@ -294,6 +287,10 @@ def read_grid(frame: Any) -> list[dict[str, str]]:
     ]
 
 
+def printf_number(format_: str, value: float) -> str:
+    return format_ % value
+
+
 def printf(format_: str, raw: str) -> str:
     """A raw grid value as the column's printf-style format draws it."""
     try:
@@ -384,9 +381,8 @@ def check_live(page: Any, lab: Lab, report: Report, now: dict[str, Any],
         value, delta = cards.get(label, (None, None))
         report.check(name, label, shown_as(format_, now[column]), value)
         previous = before[column] if before else None
-        expected_delta = shown_as(
-            lambda v, p=previous, u=unit, d=digits, k=scale: panels.delta(v, p, u, d, k),
-            now[column])
+        expected_delta = shown_as(functools.partial(
+            _delta, previous=previous, unit=unit, digits=digits, scale=scale), now[column])
         report.check(name, f"{label} (delta)", expected_delta, delta)
     report.check(name, "Requests measured", f"{now['requests']:,}",
                  cards.get("Requests measured", (None,))[0])
@@ -422,6 +418,17 @@ def stable_cards(main: Any) -> dict[str, tuple[str, str | None]]:
     return previous
 
 
+def _delta(value: Any, *, previous: Any, unit: str, digits: int, scale: float) -> str | None:
+    return panels.delta(value, previous, unit, digits, scale)
+
+
+def column_format(key: str) -> str | None:
+    """The printf-style format of a Compare column (``%.1f``), None for text columns."""
+    config: dict[str, Any] = dict(TABLE_COLUMNS[key])
+    found = (config.get("type_config") or {}).get("format")
+    return str(found) if found else None
+
+
 def _line_with(text: str, marker: str) -> str | None:
     return next((line for line in text.splitlines() if marker in line), None)
 
@@ -453,12 +460,12 @@ def check_compare(page: Any, lab: Lab, report: Report, expected: dict[str, dict[
         }
         for key in ("p50_ms", "p95_ms", "p99_ms", "requests_per_s", "statements", "ext_ms",
                     "requests"):
-            format_ = TABLE_COLUMNS[key]["type_config"]["format"]
-            wanted[key] = shown_as(lambda v, f=format_: f % v, now[key])
+            wanted[key] = shown_as(functools.partial(printf_number, str(column_format(key))),
+                                   now[key])
         for key, allowed in wanted.items():
             raw = row.get(headers[key])
-            column_format = TABLE_COLUMNS[key].get("type_config", {}).get("format")
-            shown = printf(column_format, raw) if column_format and raw else raw
+            format_ = column_format(key)
+            shown = printf(format_, raw) if format_ and raw else raw
             report.check("Compare", f"{label}: {headers[key]}", allowed, shown)
     check_article_headline(main, report, base, expected[ALL_ON])
     check_kind_table(main, report, expected, order)
@@ -584,8 +591,8 @@ def check_tour(page: Any, lab: Lab, report: Report, expected: dict[str, dict[str
             result = tour.evaluate(check, source.get(step.previous_config or ""),
                                    source.get(step.config))
             wanted.append(f"{result.text} {result.mark}")
-        alerts = poll(lambda: main.locator('[data-testid="stAlert"]').all_inner_texts(),
-                      lambda texts, lines=tuple(wanted): all(w in texts for w in lines),
+        alerts = poll(main.locator('[data-testid="stAlert"]').all_inner_texts,
+                      functools.partial(_holds_all, tuple(wanted)),
                       f"tour step {number}: its checks", timeout_s=10)
         for line in wanted:
             report.check(f"Tour step {number}", line.split(":")[0], line,
@@ -597,6 +604,10 @@ def check_tour(page: Any, lab: Lab, report: Report, expected: dict[str, dict[str
     text = main.inner_text()
     report.check("Tour step 5", "the whole journey", line,
                  line if line in text else _line_with(text, "The whole journey"))
+
+
+def _holds_all(lines: Sequence[str], texts: Sequence[str]) -> bool:
+    return all(line in texts for line in lines)
 
 
 def check_jobs(page: Any, lab: Lab, report: Report, finished: int) -> None:
@@ -640,7 +651,7 @@ def test_every_number_a_person_reads_is_what_the_requests_measured(lab: Lab) -> 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
+        page = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT})
         try:
             page.goto(lab.urls["dashboard"])
             page.get_by_text("No requests in this window yet").wait_for(timeout=WAIT_S * 1000)
