@@ -738,17 +738,25 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 # --- the service's own source, for the guided tour -----------------------------------------------
-@st.cache_data(show_spinner=False)
 def source_of(target: str) -> str:
-    """The source of ``module:qualname`` (e.g. ``service.api:_strategy``), dedented."""
-    module_name, _, qualname = target.partition(":")
+    """The source of ``module:qualname`` (e.g. ``service.api:_strategy``), dedented.
+
+    Only a found source is cached: a target that failed once (a module being edited) is looked
+    up again on the next run instead of showing the failure for the dashboard's lifetime.
+    """
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        return textwrap.dedent(inspect.getsource(obj))
+        return _cached_source(target)
     except (ImportError, AttributeError, OSError, TypeError) as exc:
         return f"# The source of {target} is not available here ({type(exc).__name__}: {exc})"
+
+
+@st.cache_data(show_spinner=False)
+def _cached_source(target: str) -> str:
+    module_name, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return textwrap.dedent(inspect.getsource(obj))
 
 
 # --- the article's "Measurable impact", live ------------------------------------------------------

@@ -94,7 +94,7 @@ def _wait_for_lab(lab_file: Path, process: subprocess.Popen[bytes],
 
 def _wait_for_lab_toggle(service_url: str, name: str) -> None:
     """The switch moves in the browser before the dashboard's callback reaches the lab."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # the dashboard's PUT can queue behind a busy lab
     while time.monotonic() < deadline:
         answer = httpx.get(f"{service_url}/admin/toggles", timeout=5).json()
         if answer["toggles"][name]:
