@@ -37,9 +37,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import redis
+from rq import Queue
 
 from service.config import Settings
 from service.db import build_engine, session_factory
+from service.offload import QUEUE_NAME
 from service.outbox import counts
 from service.redis_server import free_port
 from tests.lab_fixtures import FAST_WORLD, eventually, process_env
@@ -102,6 +105,11 @@ class RunningLab:
     def outbox_settled(self) -> bool:
         now = self.outbox()
         return now.get("pending", 0) == 0 and now.get("dispatched", 0) == 0
+
+    def queue_empty(self) -> bool:
+        """No job waits in RQ's queue (reads' analytics included)."""
+        with redis.Redis.from_url(self.url("redis")) as client:
+            return Queue(QUEUE_NAME, connection=client).count == 0
 
     def calls(self) -> list[dict[str, Any]]:
         body = httpx.get(f"{self.url('thirdparty')}/calls", timeout=10).json()
@@ -329,6 +337,7 @@ def test_each_part_killed_in_turn_under_a_longer_load(lab: RunningLab) -> None:
 
 
 def test_a_stopped_worker_is_not_responding_and_its_job_is_taken_over(lab: RunningLab) -> None:
+    assert eventually(lab.queue_empty, timeout_s=DRAIN_S)  # no backlog left by the tests before
     slow = {provider: SLOW_PROVIDER for provider in ("email", "analytics", "enrichment")}
     lab.admin("/admin/world", slow)
     time.sleep(1.5)  # every process's shared-state poller sees the slow world
@@ -366,7 +375,7 @@ def test_a_stopped_worker_is_not_responding_and_its_job_is_taken_over(lab: Runni
         row = next(line for line in status.stdout.splitlines() if line.startswith(name))
         assert row.split()[1:3] == ["not", "responding"]
         stopped_at = time.monotonic()
-        taken_over = eventually(lab.outbox_settled, timeout_s=60)
+        taken_over = eventually(lab.outbox_settled, timeout_s=DRAIN_S)
         assert taken_over, lab.outbox()
         print(f"its job was taken over and done {time.monotonic() - stopped_at:.1f} s later")
     finally:
