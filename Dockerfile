@@ -11,10 +11,19 @@ WORKDIR /app
 
 # The project as `pip install .` sees it; .dockerignore keeps everything else out.
 COPY pyproject.toml README.md ./
-COPY service/ service/
+# latency_lab/ is the import root: links to the program folders beside it (docs/architecture.md).
+COPY latency_lab/ latency_lab/
 COPY telemetry/ telemetry/
+COPY core/ core/
+COPY service/ service/
+COPY edge/ edge/
+COPY simulator/ simulator/
+COPY worker/ worker/
 COPY seed/ seed/
+COPY lab/ lab/
 COPY dashboard/ dashboard/
+COPY benchmarks/ benchmarks/
+COPY cli/ cli/
 # The `lab` extra is the lab's server stack; `pip install .` alone is only the pytest plugin.
 RUN pip install '.[lab]'
 

@@ -23,10 +23,10 @@ import httpx
 import psutil
 from sqlalchemy import insert
 
-from service.toggles import TOGGLE_HEADER, Toggles
-from telemetry import vocabulary as v
-from telemetry.percentiles import nearest_rank
-from telemetry.store import TraceStore, requests_table, spans_table
+from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.percentiles import nearest_rank
+from latency_lab.telemetry.store import TraceStore, requests_table, spans_table
 
 OPTIMIZED = Toggles(eager_loading=True, redis_cache=True, app_cache=True, async_offload=True)
 BATCH = 10
@@ -68,7 +68,7 @@ def _ingest_writer(store_url: str, spans: int, ready: Any, start: Any, results: 
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind
 
-    from telemetry.store import TraceStoreExporter
+    from latency_lab.telemetry.store import TraceStoreExporter
 
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench-writer"}))

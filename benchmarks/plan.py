@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.toggles import ARTICLE_ORDER, Toggles
+from latency_lab.core.toggles import ARTICLE_ORDER, Toggles
 
 # The article's "Measurable impact" numbers.
 ARTICLE_LATENCY_MS = (500.0, 50.0)

@@ -10,14 +10,14 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from benchmarks.plan import (
+from latency_lab.benchmarks.plan import (
     ARTICLE_LATENCY_MS,
     ARTICLE_STATEMENTS,
     ARTICLE_THROUGHPUT_RATIO,
     TARGETS,
     BenchPlan,
 )
-from benchmarks.requests import Target
+from latency_lab.benchmarks.requests import Target
 
 
 def build_report(

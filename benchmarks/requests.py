@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.plan import BenchPlan, Configuration
-from dashboard.loadgen import DEFAULT_MIX, Endpoint, LoadGenerator, LoadSpec
-from service.lead_loader import LoaderStrategy
-from service.toggles import Toggles
+from latency_lab.benchmarks.plan import BenchPlan, Configuration
+from latency_lab.core.toggles import Toggles
+from latency_lab.lab.loadgen import DEFAULT_MIX, Endpoint, LoadGenerator, LoadSpec
+from latency_lab.service.lead_loader import LoaderStrategy
 
 LEADS_PATH_LIMIT = 100
 Tick = Callable[[str], None]

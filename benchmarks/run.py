@@ -15,13 +15,13 @@ from typing import Any, NoReturn
 import httpx
 from tqdm import tqdm
 
-from benchmarks import lab_costs
-from benchmarks.plan import BenchPlan, configurations
-from benchmarks.report import build_report, write_reports
-from benchmarks.requests import Target, run_configuration, run_sweep
-from service.config import Settings
-from service.redis_server import free_port
-from service.runtime import (
+from latency_lab.benchmarks import lab_costs
+from latency_lab.benchmarks.plan import BenchPlan, configurations
+from latency_lab.benchmarks.report import build_report, write_reports
+from latency_lab.benchmarks.requests import Target, run_configuration, run_sweep
+from latency_lab.core.settings import Settings
+from latency_lab.lab.redis_server import free_port
+from latency_lab.lab.runtime import (
     HttpProbe,
     Lab,
     LabOptions,
@@ -140,7 +140,7 @@ def _overhead(settings: Settings, lab: LabHandle, plan: BenchPlan, say: Say) -> 
             url = f"http://127.0.0.1:{port}"
             spec = gunicorn_spec(
                 f"bench-{name}",
-                "service.app:create_app()",
+                "latency_lab.service.app:create_app()",
                 host="127.0.0.1",
                 port=port,
                 threads=4,

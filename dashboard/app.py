@@ -5,8 +5,9 @@ under ``dashboard/views``), and the sidebar every page shares (time window, the 
 the load generator, the lab's status). The folder is not called ``pages``: Streamlit treats a
 ``pages/`` folder next to the entry point as the old automatic navigation until the first
 ``st.navigation`` call, so a deep link (``/compare``) opened first would run that page bare.
-Pages only arrange sections and charts; data comes from :mod:`dashboard.data`, charts from
-:mod:`dashboard.figures`.
+Pages only arrange sections and charts; data comes from :mod:`latency_lab.dashboard.data`, charts
+from
+:mod:`latency_lab.dashboard.figures`.
 
 Configuration comes from the lab's settings (``LAB_TRACE_STORE_URL``, ``LAB_SERVICE_URL``,
 ``REDIS_URL``, ``LAB_ADMIN_TOKEN``, ``LAB_VAR_DIR``). No traceback reaches the page: the data
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import data, panels
+from latency_lab.dashboard import data, panels
 
 VIEWS = Path(__file__).resolve().parent / "views"
 
@@ -43,8 +44,7 @@ def navigation() -> dict[str, list[st.Page]]:
 
     return {
         "Watch": [
-            st.Page(front_door, title="Live", url_path="front", default=True,
-                    visibility="hidden"),
+            st.Page(front_door, title="Live", url_path="front", default=True, visibility="hidden"),
             live,
             page("compare", "Compare configurations", ":material/compare_arrows:"),
             page("trace_explorer", "Trace explorer", ":material/account_tree:"),
@@ -60,8 +60,10 @@ def sidebar() -> None:
         panels.window_picker()
         with panels.reporting_problems():
             panels.toggle_switches()
-        with st.expander("Drive load", expanded=True, icon=":material/speed:"), \
-                panels.reporting_problems():
+        with (
+            st.expander("Drive load", expanded=True, icon=":material/speed:"),
+            panels.reporting_problems(),
+        ):
             panels.load_panel()
         lab_status()
 
@@ -80,7 +82,7 @@ def lab_status() -> None:
 
     @st.fragment(run_every=5)
     def processes() -> None:
-        from service.lab_info import process_statuses, read_lab_info  # psutil: only here
+        from latency_lab.lab.lab_info import process_statuses, read_lab_info  # psutil: only here
 
         with panels.reporting_problems():
             info = read_lab_info(data.settings())
@@ -88,17 +90,25 @@ def lab_status() -> None:
                 st.caption("Processes: no `latency-lab up` runs from this LAB_VAR_DIR.")
                 return
             statuses = process_statuses(info)
-            st.dataframe([{"process": p.name, "state": p.state, "restarts": p.restarts}
-                          for p in statuses], hide_index=True, key="lab_processes")
+            st.dataframe(
+                [{"process": p.name, "state": p.state, "restarts": p.restarts} for p in statuses],
+                hide_index=True,
+                key="lab_processes",
+            )
             for p in statuses:
                 log = f"{info.log_dir}/{p.name}.log"
                 if p.state == "down":
-                    st.error(f"**{p.name} is down**: it kept dying (last: it {p.last_exit}) and "
-                             f"is not started again. The lab goes on without it; see {log}.",
-                             icon=":material/error:")
+                    st.error(
+                        f"**{p.name} is down**: it kept dying (last: it {p.last_exit}) and "
+                        f"is not started again. The lab goes on without it; see {log}.",
+                        icon=":material/error:",
+                    )
                 elif p.state == "not responding":
-                    st.warning(f"**{p.name} is not responding** (pid {p.pid}): it runs but does "
-                               "not answer (stopped, or hung).", icon=":material/warning:")
+                    st.warning(
+                        f"**{p.name} is not responding** (pid {p.pid}): it runs but does "
+                        "not answer (stopped, or hung).",
+                        icon=":material/warning:",
+                    )
 
     processes()
 

@@ -1,7 +1,7 @@
 """Configuration strings as people read them: short labels, the baseline, and toggle flips.
 
 Every request summary carries its canonical configuration string
-(``eager_loading=on,redis_cache=off,...``, see :meth:`service.toggles.Toggles.label`). The
+(``eager_loading=on,redis_cache=off,...``, see :meth:`latency_lab.core.toggles.Toggles.label`). The
 dashboard groups by it, labels it briefly (``all off``, ``eager + offload``) and
 finds the moments it changed: a *flip* is a change of configuration between consecutive time
 buckets, labelled with the switches that moved (``+eager``, ``-L1``).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from service.toggles import ARTICLE_ORDER, Toggle, ToggleError, Toggles
+from latency_lab.core.toggles import ARTICLE_ORDER, Toggle, ToggleError, Toggles
 
 BASELINE = Toggles().label()
 """The article's "before": every optimization off."""
@@ -73,9 +73,9 @@ def flips(buckets: pd.DataFrame) -> pd.DataFrame:
     """The toggle flips in a time series: one row where the configuration changed.
 
     ``buckets`` has ``time``, ``config`` and ``first_ns`` (the first request of that
-    configuration in that bucket), as :func:`dashboard.data.latency_over_time` returns. Rows are
-    ordered by bucket, then by first request, so a bucket holding two configurations counts the
-    change inside it once. Returns ``time``, ``config``, ``previous`` and ``label``.
+    configuration in that bucket), as :func:`latency_lab.dashboard.data.latency_over_time` returns.
+    Rows are ordered by bucket, then by first request, so a bucket holding two configurations counts
+    the change inside it once. Returns ``time``, ``config``, ``previous`` and ``label``.
     """
     columns = ["time", "config", "previous", "label"]
     if buckets.empty:

@@ -39,15 +39,15 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import configs, traces
-from dashboard.load_runner import LoadBusy, LoadRunner, LoadStatus
-from dashboard.loadgen import Endpoint, LoadError, LoadSpec
-from service.access import ADMIN_TOKEN_HEADER
-from service.config import Settings
-from service.toggles import Toggles
-from service.world import World
-from telemetry.nplusone import Finding
-from telemetry.store import TraceStore, requests_table, spans_table
+from latency_lab.core.access import ADMIN_TOKEN_HEADER
+from latency_lab.core.settings import Settings
+from latency_lab.core.toggles import Toggles
+from latency_lab.core.world import World
+from latency_lab.dashboard import configs, traces
+from latency_lab.dashboard.load_runner import LoadBusy, LoadRunner, LoadStatus
+from latency_lab.lab.loadgen import Endpoint, LoadError, LoadSpec
+from latency_lab.telemetry.nplusone import Finding
+from latency_lab.telemetry.store import TraceStore, requests_table, spans_table
 
 LIVE_TTL_S = 2.0
 ADMIN_TIMEOUT_S = 3.0
@@ -63,14 +63,45 @@ RENAMED = {
     "avg_jobs_enqueued": "jobs",
 }
 SUMMARY_COLUMNS = [
-    "config", "label", "measured_at", "first_ns", "last_ns", "requests", "requests_per_s",
-    "p50_ms", "p95_ms", "p99_ms", "avg_ms", "error_rate", "statements", "db_ms", "ext_calls",
-    "ext_ms", "jobs", "hit_rate_edge", "hit_rate_redis", "hit_rate_app",
+    "config",
+    "label",
+    "measured_at",
+    "first_ns",
+    "last_ns",
+    "requests",
+    "requests_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "avg_ms",
+    "error_rate",
+    "statements",
+    "db_ms",
+    "ext_calls",
+    "ext_ms",
+    "jobs",
+    "hit_rate_edge",
+    "hit_rate_redis",
+    "hit_rate_app",
 ]
 BUCKET_COLUMNS = [
-    "time", "bucket_start_ns", "config", "label", "measured_at", "first_ns", "requests",
-    "requests_per_s", "p50_ms", "p95_ms", "avg_ms", "error_rate", "statements", "ext_ms",
-    "hit_rate_edge", "hit_rate_redis", "hit_rate_app",
+    "time",
+    "bucket_start_ns",
+    "config",
+    "label",
+    "measured_at",
+    "first_ns",
+    "requests",
+    "requests_per_s",
+    "p50_ms",
+    "p95_ms",
+    "avg_ms",
+    "error_rate",
+    "statements",
+    "ext_ms",
+    "hit_rate_edge",
+    "hit_rate_redis",
+    "hit_rate_app",
 ]
 
 
@@ -145,9 +176,7 @@ def store() -> TraceStore:
 def admin_client() -> httpx.Client:
     lab = settings()
     headers = {ADMIN_TOKEN_HEADER: lab.admin_token} if lab.admin_token else {}
-    return httpx.Client(
-        base_url=lab.resolved_service_url, headers=headers, timeout=ADMIN_TIMEOUT_S
-    )
+    return httpx.Client(base_url=lab.resolved_service_url, headers=headers, timeout=ADMIN_TIMEOUT_S)
 
 
 @st.cache_resource(show_spinner=False)
@@ -166,7 +195,7 @@ def redis_url() -> str | None:
     lab = settings()
     if lab.redis_url:
         return lab.redis_url
-    from service.runtime import read_lab_info  # psutil and friends: only when needed
+    from latency_lab.lab.runtime import read_lab_info  # psutil and friends: only when needed
 
     info = read_lab_info(lab)
     url = info.urls.get("redis") if info else None
@@ -180,7 +209,7 @@ def load_runner() -> LoadRunner:
 
 
 def _redacted(url: str) -> str:
-    from service.runtime import redact_url
+    from latency_lab.lab.runtime import redact_url
 
     return redact_url(url)
 
@@ -413,8 +442,9 @@ def hit_rates_long(series: pd.DataFrame) -> pd.DataFrame:
     layers = {"hit_rate_edge": "edge (CDN)", "hit_rate_redis": "L1 Redis", "hit_rate_app": "L2 app"}
     if series.empty:
         return pd.DataFrame(columns=["time", "layer", "hit_rate"])
-    long = series.melt(id_vars=["time"], value_vars=list(layers), var_name="layer",
-                       value_name="hit_rate")
+    long = series.melt(
+        id_vars=["time"], value_vars=list(layers), var_name="layer", value_name="hit_rate"
+    )
     long["layer"] = long["layer"].map(layers)
     return long.dropna(subset=["hit_rate"]).reset_index(drop=True)
 
@@ -435,18 +465,33 @@ def request_list(window_s: int, *, slowest: bool = True, limit: int = 200) -> pd
 
 
 def request_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    columns = ["trace_id", "time", "request", "status", "duration_ms", "statements", "ext_ms",
-               "jobs", "n_plus_one", "configuration", "config"]
+    columns = [
+        "trace_id",
+        "time",
+        "request",
+        "status",
+        "duration_ms",
+        "statements",
+        "ext_ms",
+        "jobs",
+        "n_plus_one",
+        "configuration",
+        "config",
+    ]
     if not rows:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(list(rows))
     frame["time"] = pd.to_datetime(frame["start_ns"], unit="ns", utc=True)
-    frame["request"] = frame["method"] + " " + frame["target"].where(
-        frame["target"] != "", frame["route"]
+    frame["request"] = (
+        frame["method"] + " " + frame["target"].where(frame["target"] != "", frame["route"])
     )
     frame = frame.drop(columns=["n_plus_one"]).rename(
-        columns={"db_statements": "statements", "ext_time_ms": "ext_ms",
-                 "jobs_enqueued": "jobs", "n_plus_one_count": "n_plus_one"}
+        columns={
+            "db_statements": "statements",
+            "ext_time_ms": "ext_ms",
+            "jobs_enqueued": "jobs",
+            "n_plus_one_count": "n_plus_one",
+        }
     )
     frame["configuration"] = frame["config"].map(configs.short_label)
     return frame[columns]
@@ -471,15 +516,17 @@ def trace_detail(trace_id: str) -> TraceDetail:
         spans = trace_store.trace_spans(trace_id)
     annotated = traces.annotate(traces.span_frame(spans))
     findings = traces.findings_of(annotated)
-    jobs = pd.DataFrame([job.__dict__ for job in traces.background_jobs(annotated)],
-                        columns=["func", "queue", "wait_ms", "run_ms", "status",
-                                 "after_response_ms"])
+    jobs = pd.DataFrame(
+        [job.__dict__ for job in traces.background_jobs(annotated)],
+        columns=["func", "queue", "wait_ms", "run_ms", "status", "after_response_ms"],
+    )
     return TraceDetail(
         trace_id=trace_id,
         spans=annotated.drop(columns=["attributes"], errors="ignore"),
         waterfall=traces.waterfall(annotated, findings),
         by_kind=traces.time_by_kind(annotated[~annotated["off_path"]])
-        if not annotated.empty else traces.time_by_kind(annotated),
+        if not annotated.empty
+        else traces.time_by_kind(annotated),
         findings=findings,
         jobs=jobs,
     )
@@ -498,7 +545,9 @@ def kind_breakdown(configs_: tuple[str, ...], window_s: int, sample: int = 50) -
         spans, sampled = _sampled_spans(config, since_ns(window_s), sample)
         kinds = traces.time_by_kind_per_request(spans)
         kinds["config"], kinds["label"], kinds["sampled"] = (
-            config, configs.short_label(config), sampled
+            config,
+            configs.short_label(config),
+            sampled,
         )
         frames.append(kinds)
     if not frames:
@@ -632,7 +681,7 @@ def jobs_snapshot(recent: int = 200) -> JobsSnapshot:
     """Queue length, registries, workers, recent job durations and failures."""
     from rq import Queue, Worker  # rq pulls in a lot; only the jobs page needs it
 
-    from service.offload import QUEUE_NAME
+    from latency_lab.service.offload import QUEUE_NAME
 
     connection = redis_client()
     try:
@@ -646,10 +695,12 @@ def jobs_snapshot(recent: int = 200) -> JobsSnapshot:
             "deferred": queue.deferred_job_registry.count,
         }
         workers = _workers_frame(Worker.all(connection=connection))
-        finished = _jobs_frame(queue.finished_job_registry.get_job_ids(0, recent - 1, desc=True),
-                               connection)
-        failures = _jobs_frame(queue.failed_job_registry.get_job_ids(0, recent - 1, desc=True),
-                               connection)
+        finished = _jobs_frame(
+            queue.finished_job_registry.get_job_ids(0, recent - 1, desc=True), connection
+        )
+        failures = _jobs_frame(
+            queue.failed_job_registry.get_job_ids(0, recent - 1, desc=True), connection
+        )
     except redis.RedisError as exc:
         raise _redis_down(exc) from None
     return JobsSnapshot(counts, workers, finished, failures)
@@ -667,7 +718,7 @@ def queue_depth() -> int | None:
     """Jobs waiting in the side-effects queue; ``None`` when Redis cannot be asked."""
     from rq import Queue
 
-    from service.offload import QUEUE_NAME
+    from latency_lab.service.offload import QUEUE_NAME
 
     try:
         return int(Queue(QUEUE_NAME, connection=redis_client()).count)
@@ -689,8 +740,16 @@ def _workers_frame(workers: Sequence[Any]) -> pd.DataFrame:
         }
         for worker in workers
     ]
-    columns = ["worker", "state", "pid", "current job", "succeeded", "failed", "busy for (s)",
-               "last heartbeat"]
+    columns = [
+        "worker",
+        "state",
+        "pid",
+        "current job",
+        "succeeded",
+        "failed",
+        "busy for (s)",
+        "last heartbeat",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -739,7 +798,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 # --- the service's own source, for the guided tour -----------------------------------------------
 def source_of(target: str) -> str:
-    """The source of ``module:qualname`` (e.g. ``service.api:_strategy``), dedented.
+    """The source of ``module:qualname`` (e.g. ``latency_lab.service.api:_strategy``), dedented.
 
     Only a found source is cached: a target that failed once (a module being edited) is looked
     up again on the next run instead of showing the failure for the dashboard's lifetime.

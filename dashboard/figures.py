@@ -1,9 +1,9 @@
 """The dashboard's charts: pure functions from data frames to plotly figures.
 
 Nothing here reads a store, calls a service or touches Streamlit; every function takes the frames
-:mod:`dashboard.data` returns (documented there) and gives back a ``go.Figure``, so the charts
-can be tested and reused by the bench. Colours are stable: a configuration always gets the same
-colour (all off red, all on green), and each span kind has its own.
+:mod:`latency_lab.dashboard.data` returns (documented there) and gives back a ``go.Figure``, so the
+charts can be tested and reused by the bench. Colours are stable: a configuration always gets the
+same colour (all off red, all on green), and each span kind has its own.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from dashboard import configs
-from dashboard.traces import BACKGROUND, KIND_ORDER
-from service.toggles import Toggle
+from latency_lab.core.toggles import Toggle
+from latency_lab.dashboard import configs
+from latency_lab.dashboard.traces import BACKGROUND, KIND_ORDER
 
 KIND_COLORS = {
     "database": "#4C78A8",
@@ -44,7 +44,8 @@ FLIP_MARKER_Y = 0.99
 LOG_TICKS = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 STEP_COLORS = (BASELINE_COLOR, "#FF7F0E", "#9467BD", "#1F77B4", "#17BECF", ALL_ON_COLOR)
 _PALETTE = [
-    color for color in px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    color
+    for color in px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
     if color.upper() not in {c.upper() for c in STEP_COLORS}
 ]
 _LAYOUT = {
@@ -84,8 +85,15 @@ def log_ticks(low: float, high: float) -> list[float]:
 def empty(message: str) -> go.Figure:
     """A blank chart that says why it is blank."""
     figure = go.Figure()
-    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper",
-                          yref="paper", font={"size": 14, "color": "#888"})
+    figure.add_annotation(
+        text=message,
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font={"size": 14, "color": "#888"},
+    )
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False)
     return figure.update_layout(height=220, **_LAYOUT)
@@ -99,19 +107,35 @@ def latency_over_time(series: pd.DataFrame, flips: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for config, rows in series.groupby("config", sort=False):
         color, label = config_color(str(config)), str(rows["label"].iloc[0])
-        figure.add_trace(go.Scatter(
-            x=rows["time"], y=rows["p50_ms"], name=label, legendgroup=label,
-            mode="lines+markers", line={"color": color}, marker={"size": 8},
-            customdata=rows[["p95_ms", "requests"]],
-            hovertemplate=(f"<b>{label}</b><br>%{{x|%H:%M:%S}}<br>p50 %{{y:.1f}} ms<br>"
-                           "p95 %{customdata[0]:.1f} ms<br>%{customdata[1]} requests"
-                           "<extra></extra>"),
-        ))
-        figure.add_trace(go.Scatter(
-            x=rows["time"], y=rows["p95_ms"], name=f"{label} p95", legendgroup=label,
-            showlegend=False, mode="lines", line={"color": color, "dash": "dot", "width": 1},
-            hoverinfo="skip",
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=rows["time"],
+                y=rows["p50_ms"],
+                name=label,
+                legendgroup=label,
+                mode="lines+markers",
+                line={"color": color},
+                marker={"size": 8},
+                customdata=rows[["p95_ms", "requests"]],
+                hovertemplate=(
+                    f"<b>{label}</b><br>%{{x|%H:%M:%S}}<br>p50 %{{y:.1f}} ms<br>"
+                    "p95 %{customdata[0]:.1f} ms<br>%{customdata[1]} requests"
+                    "<extra></extra>"
+                ),
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=rows["time"],
+                y=rows["p95_ms"],
+                name=f"{label} p95",
+                legendgroup=label,
+                showlegend=False,
+                mode="lines",
+                line={"color": color, "dash": "dot", "width": 1},
+                hoverinfo="skip",
+            )
+        )
     ticks = log_ticks(series["p50_ms"].min(), series["p95_ms"].max())
     figure.update_yaxes(title=None, type="log", tickvals=ticks, ticksuffix=" ms")
     figure.update_xaxes(title=None)
@@ -139,11 +163,17 @@ def hit_rate_over_time(long: pd.DataFrame, span: tuple[Any, Any] | None = None) 
         return empty("No cache was consulted in this window (switch a cache layer on)")
     figure = go.Figure()
     for layer, rows in long.groupby("layer", sort=False):
-        figure.add_trace(go.Scatter(
-            x=rows["time"], y=rows["hit_rate"], name=str(layer), mode="lines+markers",
-            line={"color": LAYER_COLORS.get(str(layer))},
-            hovertemplate=f"<b>{layer}</b><br>%{{x|%H:%M:%S}}<br>%{{y:.0%}} hits<extra></extra>",
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=rows["time"],
+                y=rows["hit_rate"],
+                name=str(layer),
+                mode="lines+markers",
+                line={"color": LAYER_COLORS.get(str(layer))},
+                hovertemplate=f"<b>{layer}</b><br>%{{x|%H:%M:%S}}<br>%{{y:.0%}} hits"
+                "<extra></extra>",
+            )
+        )
     figure.update_yaxes(title=None, tickformat=".0%", range=[0, 1.05])
     if span is not None:
         start, end = pd.Timestamp(span[0]), pd.Timestamp(span[1])
@@ -156,11 +186,17 @@ def _by_config(rows: pd.DataFrame, column: str, value_format: str) -> go.Figure:
     figure = go.Figure()
     for config, group in rows.groupby("config", sort=False):
         label = str(group["label"].iloc[0])
-        figure.add_trace(go.Scatter(
-            x=group["time"], y=group[column], name=label, mode="lines+markers",
-            line={"color": config_color(str(config))}, marker={"size": 8},
-            hovertemplate=f"<b>{label}</b><br>%{{x|%H:%M:%S}}<br>{value_format}<extra></extra>",
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=group["time"],
+                y=group[column],
+                name=label,
+                mode="lines+markers",
+                line={"color": config_color(str(config))},
+                marker={"size": 8},
+                hovertemplate=f"<b>{label}</b><br>%{{x|%H:%M:%S}}<br>{value_format}<extra></extra>",
+            )
+        )
     return figure
 
 
@@ -170,22 +206,49 @@ def _mark_flips(figure: go.Figure, flips: pd.DataFrame, *, labels: bool = True) 
     axis so they never hide the data points of the configuration that starts there."""
     if flips.empty:
         return
-    figure.add_trace(go.Scatter(
-        x=flips["time"], y=[FLIP_MARKER_Y] * len(flips), yaxis="y2", mode="markers",
-        name="toggle flip", text=flips["label"], cliponaxis=False,
-        marker={"symbol": "diamond", "size": 11, "color": "#222",
-                "line": {"color": "white", "width": 1}},
-        hovertemplate="<b>%{text}</b><br>%{x|%H:%M:%S}<extra></extra>",
-    ))
-    figure.update_layout(yaxis2={"overlaying": "y", "range": [0, 1], "visible": False,
-                                 "fixedrange": True})
+    figure.add_trace(
+        go.Scatter(
+            x=flips["time"],
+            y=[FLIP_MARKER_Y] * len(flips),
+            yaxis="y2",
+            mode="markers",
+            name="toggle flip",
+            text=flips["label"],
+            cliponaxis=False,
+            marker={
+                "symbol": "diamond",
+                "size": 11,
+                "color": "#222",
+                "line": {"color": "white", "width": 1},
+            },
+            hovertemplate="<b>%{text}</b><br>%{x|%H:%M:%S}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True}
+    )
     for index, (time, label) in enumerate(zip(flips["time"], flips["label"], strict=True)):
-        figure.add_shape(type="line", x0=time, x1=time, y0=0, y1=1, yref="paper",
-                         line={"color": "#444", "width": 1, "dash": "dot"})
+        figure.add_shape(
+            type="line",
+            x0=time,
+            x1=time,
+            y0=0,
+            y1=1,
+            yref="paper",
+            line={"color": "#444", "width": 1, "dash": "dot"},
+        )
         if labels:
-            figure.add_annotation(x=time, y=0.93 - 0.07 * (index % 3), yref="paper", text=label,
-                                  showarrow=False, xanchor="left", xshift=4,
-                                  font={"size": 11}, bgcolor="rgba(255,255,255,0.85)")
+            figure.add_annotation(
+                x=time,
+                y=0.93 - 0.07 * (index % 3),
+                yref="paper",
+                text=label,
+                showarrow=False,
+                xanchor="left",
+                xshift=4,
+                font={"size": 11},
+                bgcolor="rgba(255,255,255,0.85)",
+            )
 
 
 # --- compare -------------------------------------------------------------------------------------
@@ -196,22 +259,34 @@ def impact_bars(summary: pd.DataFrame) -> go.Figure:
     ordered = summary.sort_values("p50_ms", ascending=True)
     colors = [config_color(c) for c in ordered["config"]]
     figure = go.Figure()
-    figure.add_trace(go.Bar(
-        y=ordered["label"], x=ordered["p50_ms"], orientation="h", name="p50",
-        marker={"color": colors}, text=ordered.get("speedup"), textposition="outside",
-        hovertemplate="<b>%{y}</b><br>p50 %{x:.1f} ms<extra></extra>",
-    ))
-    figure.add_trace(go.Scatter(
-        y=ordered["label"], x=ordered["p95_ms"], mode="markers", name="p95",
-        marker={"symbol": "line-ns-open", "size": 16, "color": "#333"},
-        hovertemplate="<b>%{y}</b><br>p95 %{x:.1f} ms<extra></extra>",
-    ))
+    figure.add_trace(
+        go.Bar(
+            y=ordered["label"],
+            x=ordered["p50_ms"],
+            orientation="h",
+            name="p50",
+            marker={"color": colors},
+            text=ordered.get("speedup"),
+            textposition="outside",
+            hovertemplate="<b>%{y}</b><br>p50 %{x:.1f} ms<extra></extra>",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            y=ordered["label"],
+            x=ordered["p95_ms"],
+            mode="markers",
+            name="p95",
+            marker={"symbol": "line-ns-open", "size": 16, "color": "#333"},
+            hovertemplate="<b>%{y}</b><br>p95 %{x:.1f} ms<extra></extra>",
+        )
+    )
     figure.update_xaxes(title=None, type="log", tickvals=LOG_TICKS, ticksuffix=" ms")
     figure.update_yaxes(autorange="reversed", title=None)
     height = 120 + 34 * len(ordered)
-    return figure.update_layout(height=height,
-                                title="Latency by configuration: p50 (bar), p95 (tick), log scale",
-                                **_LAYOUT)
+    return figure.update_layout(
+        height=height, title="Latency by configuration: p50 (bar), p95 (tick), log scale", **_LAYOUT
+    )
 
 
 def time_by_kind(breakdown: pd.DataFrame) -> go.Figure:
@@ -223,18 +298,29 @@ def time_by_kind(breakdown: pd.DataFrame) -> go.Figure:
         rows = breakdown[breakdown["kind"] == kind]
         if rows.empty:
             continue
-        figure.add_trace(go.Bar(
-            y=rows["label"], x=rows["time_ms"], orientation="h", name=KIND_NAMES[kind],
-            marker={"color": KIND_COLORS[kind],
-                    "pattern": {"shape": "/" if kind == BACKGROUND else ""}},
-            hovertemplate=f"<b>%{{y}}</b><br>{KIND_NAMES[kind]}: %{{x:.2f}} ms / request"
-                          "<extra></extra>",
-        ))
+        figure.add_trace(
+            go.Bar(
+                y=rows["label"],
+                x=rows["time_ms"],
+                orientation="h",
+                name=KIND_NAMES[kind],
+                marker={
+                    "color": KIND_COLORS[kind],
+                    "pattern": {"shape": "/" if kind == BACKGROUND else ""},
+                },
+                hovertemplate=f"<b>%{{y}}</b><br>{KIND_NAMES[kind]}: %{{x:.2f}} ms / request"
+                "<extra></extra>",
+            )
+        )
     figure.update_xaxes(title=None, ticksuffix=" ms")
     figure.update_yaxes(title=None, autorange="reversed")
     height = 180 + 60 * breakdown["label"].nunique()
-    return figure.update_layout(barmode="stack", height=height,
-                                title="Where the time went (self time per request)", **_LAYOUT)
+    return figure.update_layout(
+        barmode="stack",
+        height=height,
+        title="Where the time went (self time per request)",
+        **_LAYOUT,
+    )
 
 
 def span_counts(breakdown: pd.DataFrame) -> go.Figure:
@@ -244,15 +330,22 @@ def span_counts(breakdown: pd.DataFrame) -> go.Figure:
     figure = go.Figure()
     for config, rows in breakdown.groupby("config", sort=False):
         label = str(rows["label"].iloc[0])
-        figure.add_trace(go.Bar(
-            x=[SHORT_KIND_NAMES[k] for k in rows["kind"]], y=rows["spans"], name=label,
-            marker={"color": config_color(str(config))}, text=rows["spans"].round(1),
-            textposition="outside",
-            hovertemplate=f"<b>{label}</b><br>%{{x}}: %{{y:.1f}} spans / request<extra></extra>",
-        ))
+        figure.add_trace(
+            go.Bar(
+                x=[SHORT_KIND_NAMES[k] for k in rows["kind"]],
+                y=rows["spans"],
+                name=label,
+                marker={"color": config_color(str(config))},
+                text=rows["spans"].round(1),
+                textposition="outside",
+                hovertemplate=f"<b>{label}</b><br>%{{x}}: %{{y:.1f}} spans / request"
+                "<extra></extra>",
+            )
+        )
     figure.update_yaxes(title=None, type="log", tickvals=[0.1, 1, 10, 100, 1000, 10000])
-    return figure.update_layout(barmode="group", height=340,
-                                title="Spans per request, by kind (log scale)", **_LAYOUT)
+    return figure.update_layout(
+        barmode="group", height=340, title="Spans per request, by kind (log scale)", **_LAYOUT
+    )
 
 
 # --- one trace -----------------------------------------------------------------------------------
@@ -267,14 +360,19 @@ def waterfall(segments: pd.DataFrame) -> go.Figure:
         if rows.empty:
             continue
         outline = [N_PLUS_ONE_COLOR if flag else "rgba(0,0,0,0)" for flag in rows["n_plus_one"]]
-        figure.add_trace(go.Bar(
-            y=rows["row"], base=rows["start_ms"], x=rows["duration_ms"].clip(lower=total / 400),
-            orientation="h", name=KIND_NAMES[kind],
-            marker={"color": KIND_COLORS[kind], "line": {"color": outline, "width": 1.5}},
-            customdata=rows[["duration_ms", "detail"]],
-            hovertemplate="%{customdata[1]}<br>%{customdata[0]:.2f} ms, starts at %{base:.1f} ms"
-                          "<extra></extra>",
-        ))
+        figure.add_trace(
+            go.Bar(
+                y=rows["row"],
+                base=rows["start_ms"],
+                x=rows["duration_ms"].clip(lower=total / 400),
+                orientation="h",
+                name=KIND_NAMES[kind],
+                marker={"color": KIND_COLORS[kind], "line": {"color": outline, "width": 1.5}},
+                customdata=rows[["duration_ms", "detail"]],
+                hovertemplate="%{customdata[1]}<br>%{customdata[0]:.2f} ms, "
+                "starts at %{base:.1f} ms<extra></extra>",
+            )
+        )
     _waterfall_axes(figure, segments)
     height = 90 + 24 * (int(segments["row"].max()) + 1)
     return figure.update_layout(barmode="overlay", height=height, bargap=0.25, **_LAYOUT)
@@ -286,8 +384,13 @@ def _waterfall_axes(figure: go.Figure, segments: pd.DataFrame) -> None:
         f"<span style='color:{N_PLUS_ONE_COLOR}'><b>⚠ {label}</b></span>" if flagged else label
         for label, flagged in zip(rows["label"], rows["n_plus_one"], strict=True)
     ]
-    figure.update_yaxes(tickvals=list(rows.index), ticktext=ticks, autorange="reversed",
-                        title=None, tickfont={"family": "monospace", "size": 11})
+    figure.update_yaxes(
+        tickvals=list(rows.index),
+        ticktext=ticks,
+        autorange="reversed",
+        title=None,
+        tickfont={"family": "monospace", "size": 11},
+    )
     figure.update_xaxes(title=None, rangemode="tozero", ticksuffix=" ms")
 
 
@@ -297,13 +400,18 @@ def job_durations(finished: pd.DataFrame) -> go.Figure:
     rows = finished.dropna(subset=["run_ms"]) if not finished.empty else finished
     if rows.empty:
         return empty("No finished jobs yet (switch async_offload on and drive some load)")
-    long = rows.melt(id_vars=["task"], value_vars=["wait_ms", "run_ms"], var_name="phase",
-                     value_name="ms").dropna()
+    long = rows.melt(
+        id_vars=["task"], value_vars=["wait_ms", "run_ms"], var_name="phase", value_name="ms"
+    ).dropna()
     long["phase"] = long["phase"].map({"wait_ms": "waiting in the queue", "run_ms": "running"})
-    figure = px.box(long, x="ms", y="task", color="phase", points="outliers",
-                    color_discrete_map={"waiting in the queue": "#B279A2", "running": "#F2CF5B"})
+    figure = px.box(
+        long,
+        x="ms",
+        y="task",
+        color="phase",
+        points="outliers",
+        color_discrete_map={"waiting in the queue": "#B279A2", "running": "#F2CF5B"},
+    )
     figure.update_xaxes(title=None, type="log", tickvals=LOG_TICKS, ticksuffix=" ms")
     figure.update_yaxes(title=None)
-    return figure.update_layout(height=300, title="Job durations (recent finished jobs)",
-                                **_LAYOUT)
-
+    return figure.update_layout(height=300, title="Job durations (recent finished jobs)", **_LAYOUT)

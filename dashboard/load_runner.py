@@ -1,9 +1,9 @@
 """The dashboard's handle on the load generator: one run at a time, shared by every browser tab.
 
-:class:`~dashboard.loadgen.LoadGenerator` does the work on its own threads; this holder keeps the
-current run so a Streamlit rerun (a new script thread) can show its progress or stop it. The
+:class:`~latency_lab.lab.loadgen.LoadGenerator` does the work on its own threads; this holder keeps
+the current run so a Streamlit rerun (a new script thread) can show its progress or stop it. The
 dashboard keeps one :class:`LoadRunner` per server process (``st.cache_resource`` in
-:mod:`dashboard.data`), so whoever opens the dashboard sees the load that is running.
+:mod:`latency_lab.dashboard.data`), so whoever opens the dashboard sees the load that is running.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dashboard.loadgen import LoadGenerator, LoadSpec, summarize
+from latency_lab.lab.loadgen import LoadGenerator, LoadSpec, summarize
 
 
 class LoadBusy(RuntimeError):

@@ -1,9 +1,9 @@
 """Page sections several pages share: problems and empty states, the switches, the load panel,
 the world's sliders, the time window, and number formatting.
 
-Each function draws one section with Streamlit and gets its data from :mod:`dashboard.data`;
-pages call them to arrange the screen. Errors from the data layer are shown as a short message
-with what to do, never as a traceback.
+Each function draws one section with Streamlit and gets its data from
+:mod:`latency_lab.dashboard.data`; pages call them to arrange the screen. Errors from the data layer
+are shown as a short message with what to do, never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, ParamSpec
 
 import streamlit as st
 
-from dashboard import data
-from dashboard.loadgen import DEFAULT_MIX, Endpoint
-from service.toggles import ARTICLE_ORDER, Toggle
-from service.world import World
+from latency_lab.core.toggles import ARTICLE_ORDER, Toggle
+from latency_lab.core.world import World
+from latency_lab.dashboard import data
+from latency_lab.lab.loadgen import DEFAULT_MIX, Endpoint
 
 log = logging.getLogger("dashboard")
 P = ParamSpec("P")
@@ -72,17 +72,19 @@ def show_problem(error: data.DashboardError) -> None:
 
 @contextmanager
 def reporting_problems() -> Iterator[None]:
-    """Run a section; a :class:`~dashboard.data.DashboardError` ends it with a clear message,
-    anything unexpected with a one-line error (the traceback goes to the server's log)."""
+    """Run a section; a :class:`~latency_lab.dashboard.data.DashboardError` ends it with a clear
+    message, anything unexpected with a one-line error (the traceback goes to the server's log)."""
     try:
         yield
     except data.DashboardError as error:
         show_problem(error)
     except Exception:
         log.exception("dashboard section failed")
-        st.error("This part of the page hit an unexpected error; the details are in the "
-                 "dashboard's log (LAB_VAR_DIR/log/dashboard.log under `latency-lab up`).",
-                 icon=":material/error:")
+        st.error(
+            "This part of the page hit an unexpected error; the details are in the "
+            "dashboard's log (LAB_VAR_DIR/log/dashboard.log under `latency-lab up`).",
+            icon=":material/error:",
+        )
 
 
 def guarded(section: Callable[P, None]) -> Callable[P, None]:
@@ -120,8 +122,9 @@ def number(value: Any, digits: int = 1) -> str:
     return "—" if missing(value) else f"{value:,.{digits}f}"
 
 
-def delta(current: Any, previous: Any, unit: str = "", digits: int = 1,
-          scale: float = 1.0) -> str | None:
+def delta(
+    current: Any, previous: Any, unit: str = "", digits: int = 1, scale: float = 1.0
+) -> str | None:
     """``+12.3 ms``-style change for ``st.metric``; ``None`` when either side is unknown or
     nothing changed (a zero change would still get a coloured arrow)."""
     if missing(current) or missing(previous):
@@ -175,8 +178,7 @@ def toggle_switches() -> None:
     for toggle in ARTICLE_ORDER:
         label, help_text = TOGGLE_TEXT[toggle]
         st.session_state[_toggle_key(toggle)] = live.enabled(toggle)
-        st.toggle(label, key=_toggle_key(toggle), help=help_text, on_change=_flip,
-                  args=(toggle,))
+        st.toggle(label, key=_toggle_key(toggle), help=help_text, on_change=_flip, args=(toggle,))
     problem = st.session_state.pop("toggle_problem", None)
     if problem is not None:
         show_problem(problem)
@@ -191,9 +193,12 @@ def _start_load() -> None:
     }
     rate = float(state["load_rate"])
     try:
-        data.start_load(requests=int(state["load_requests"]),
-                        concurrency=int(state["load_concurrency"]),
-                        rate_per_s=rate if rate > 0 else None, mix=mix)
+        data.start_load(
+            requests=int(state["load_requests"]),
+            concurrency=int(state["load_concurrency"]),
+            rate_per_s=rate if rate > 0 else None,
+            mix=mix,
+        )
         state.pop("load_problem", None)
     except data.DashboardError as error:
         state["load_problem"] = error
@@ -205,24 +210,53 @@ def _stop_load() -> None:
 
 def load_panel() -> None:
     """Start and stop the load generator, and follow its progress."""
-    st.radio("Traffic", list(TRAFFIC), key="load_traffic",
-             help="Which endpoints the requests go to. The lead list is where the N+1 lives.")
+    st.radio(
+        "Traffic",
+        list(TRAFFIC),
+        key="load_traffic",
+        help="Which endpoints the requests go to. The lead list is where the N+1 lives.",
+    )
     if st.session_state.get("load_traffic") == "Custom":
         for endpoint in Endpoint:
-            st.slider(f"{endpoint.value} weight", 0, 100, int(DEFAULT_MIX[endpoint]),
-                      key=f"load_weight_{endpoint.value}")
-    st.number_input("Requests", min_value=1, max_value=100_000, value=200, step=50,
-                    key="load_requests")
-    st.slider("Concurrency", min_value=1, max_value=32, value=4, key="load_concurrency",
-              help="Requests in flight at once (worker threads of the generator).")
-    st.number_input("Rate limit (requests/s, 0 = as fast as possible)", min_value=0.0,
-                    max_value=5_000.0, value=0.0, step=10.0, key="load_rate")
+            st.slider(
+                f"{endpoint.value} weight",
+                0,
+                100,
+                int(DEFAULT_MIX[endpoint]),
+                key=f"load_weight_{endpoint.value}",
+            )
+    st.number_input(
+        "Requests", min_value=1, max_value=100_000, value=200, step=50, key="load_requests"
+    )
+    st.slider(
+        "Concurrency",
+        min_value=1,
+        max_value=32,
+        value=4,
+        key="load_concurrency",
+        help="Requests in flight at once (worker threads of the generator).",
+    )
+    st.number_input(
+        "Rate limit (requests/s, 0 = as fast as possible)",
+        min_value=0.0,
+        max_value=5_000.0,
+        value=0.0,
+        step=10.0,
+        key="load_rate",
+    )
     running = data.load_status().running
     start, stop = st.columns(2)
-    start.button("Start", type="primary", on_click=_start_load, disabled=running,
-                 icon=":material/play_arrow:", width="stretch")
-    stop.button("Stop", on_click=_stop_load, disabled=not running, icon=":material/stop:",
-                width="stretch")
+    start.button(
+        "Start",
+        type="primary",
+        on_click=_start_load,
+        disabled=running,
+        icon=":material/play_arrow:",
+        width="stretch",
+    )
+    stop.button(
+        "Stop", on_click=_stop_load, disabled=not running, icon=":material/stop:", width="stretch"
+    )
     problem = st.session_state.pop("load_problem", None)
     if problem is not None:
         show_problem(problem)
@@ -241,8 +275,11 @@ def load_progress() -> None:
         st.caption(f"Sends requests to the edge ({data.settings().edge_url}).")
         return
     state = "running" if status.running else ("stopped" if status.stopped else "finished")
-    st.progress(status.progress, text=f"Run {status.run}: {status.done}/{status.total} requests, "
-                                      f"{state} ({status.elapsed_s:.0f} s)")
+    st.progress(
+        status.progress,
+        text=f"Run {status.run}: {status.done}/{status.total} requests, "
+        f"{state} ({status.elapsed_s:.0f} s)",
+    )
     summary = status.summary
     if summary:
         st.markdown(
@@ -258,8 +295,10 @@ WORLD_PRESETS: dict[str, dict[str, Any]] = {
     "The article's world": World().model_dump(),
     "Fast world (quick demos)": {
         "db_round_trip_ms": 0.1,
-        **{p: {"latency_ms": 5.0, "jitter_ms": 1.0, "failure_rate": 0.0}
-           for p in ("email", "analytics", "enrichment")},
+        **{
+            p: {"latency_ms": 5.0, "jitter_ms": 1.0, "failure_rate": 0.0}
+            for p in ("email", "analytics", "enrichment")
+        },
     },
     "Flaky providers (20% failures)": {
         p: {"failure_rate": 0.2} for p in ("email", "analytics", "enrichment")
@@ -278,9 +317,14 @@ def _apply_world(changes: dict[str, Any]) -> None:
 def world_form(live: World) -> None:
     """Sliders for the database round trip and each provider, applied together."""
     with st.form("world"):
-        db = st.slider("Database round trip per statement (ms)", 0.0, 5.0,
-                       float(live.db_round_trip_ms), step=0.1,
-                       help="Cross-zone round trips in the public clouds are 0.5-2 ms.")
+        db = st.slider(
+            "Database round trip per statement (ms)",
+            0.0,
+            5.0,
+            float(live.db_round_trip_ms),
+            step=0.1,
+            help="Cross-zone round trips in the public clouds are 0.5-2 ms.",
+        )
         columns = st.columns(3)
         changes: dict[str, Any] = {"db_round_trip_ms": db}
         for column, provider in zip(columns, ("email", "analytics", "enrichment"), strict=True):
@@ -288,19 +332,28 @@ def world_form(live: World) -> None:
             with column:
                 st.markdown(f"**{provider.capitalize()}**")
                 changes[provider] = {
-                    "latency_ms": st.slider(f"{provider} latency (ms)", 0.0, 1000.0,
-                                            float(current.latency_ms), step=5.0),
-                    "jitter_ms": st.slider(f"{provider} jitter ± (ms)", 0.0, 300.0,
-                                           float(current.jitter_ms), step=5.0),
-                    "failure_rate": st.slider(f"{provider} failure rate (%)", 0, 100,
-                                              round(current.failure_rate * 100), step=5) / 100,
+                    "latency_ms": st.slider(
+                        f"{provider} latency (ms)", 0.0, 1000.0, float(current.latency_ms), step=5.0
+                    ),
+                    "jitter_ms": st.slider(
+                        f"{provider} jitter ± (ms)", 0.0, 300.0, float(current.jitter_ms), step=5.0
+                    ),
+                    "failure_rate": st.slider(
+                        f"{provider} failure rate (%)",
+                        0,
+                        100,
+                        round(current.failure_rate * 100),
+                        step=5,
+                    )
+                    / 100,
                 }
         if st.form_submit_button("Apply to the lab", type="primary"):
             _apply_world(changes)
             st.rerun()  # redraw the sliders from the lab's new state
     st.markdown("Presets")
-    for column, (name, preset) in zip(st.columns(len(WORLD_PRESETS)), WORLD_PRESETS.items(),
-                                      strict=True):
+    for column, (name, preset) in zip(
+        st.columns(len(WORLD_PRESETS)), WORLD_PRESETS.items(), strict=True
+    ):
         column.button(name, on_click=_apply_world, args=(preset,), width="stretch")
     _world_feedback()
 
@@ -310,5 +363,6 @@ def _world_feedback() -> None:
     if problem is not None:
         show_problem(problem)
     if st.session_state.pop("world_applied", False):
-        st.success("Applied: every process follows the new world within a second.",
-                   icon=":material/check:")
+        st.success(
+            "Applied: every process follows the new world within a second.", icon=":material/check:"
+        )

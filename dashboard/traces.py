@@ -4,12 +4,13 @@ The trace store hands back a trace as flat span rows (``TraceStore.trace_spans``
 turns them into what the trace explorer and the compare page show, with pure functions of data
 frames:
 
-* the *effective kind* of each span: its own :class:`~telemetry.vocabulary.SpanKindLabel`, or
-  the kind of the nearest third-party or queue span above it (the HTTP client span inside a
-  third-party call is third-party time, the Redis commands of an enqueue are queue time). Only
-  those two wrap work that is theirs: a cache lookup's children are not cache time (the edge's
-  ``cache.lookup edge`` wraps the whole forwarded request on a miss: the service's statements
-  under it are database time), and a server span passes nothing down;
+* the *effective kind* of each span: its own
+  :class:`~latency_lab.telemetry.vocabulary.SpanKindLabel`, or the kind of the nearest third-party
+  or queue span above it (the HTTP client span inside a third-party call is third-party time, the
+  Redis commands of an enqueue are queue time). Only those two wrap work that is theirs: a cache
+  lookup's children are not cache time (the edge's ``cache.lookup edge`` wraps the whole forwarded
+  request on a miss: the service's statements under it are database time), and a server span passes
+  nothing down;
 * *off the request path*: an ``rq.job`` consumer span and everything beneath it ran in a worker,
   after the request was answered, and is reported apart as background work;
 * *self time*: a span's duration minus the part its children cover, so time by kind adds up to
@@ -28,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from telemetry import vocabulary as v
-from telemetry.nplusone import Finding, normalize_statement
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import Finding, normalize_statement
 
 BACKGROUND = "background"
 """Effective kind of work done by a worker, off the request path."""
@@ -137,9 +138,19 @@ def annotate(frame: pd.DataFrame) -> pd.DataFrame:
     while stack:
         position, level, inherited, background = stack.pop()
         background = background or _is_job(names[position], kinds[position])
-        own = BACKGROUND if background else (inherited or _own_kind(
-            names[position], lab_kinds[position], kinds[position],
-            bool(children.get(span_ids[position]))))
+        own = (
+            BACKGROUND
+            if background
+            else (
+                inherited
+                or _own_kind(
+                    names[position],
+                    lab_kinds[position],
+                    kinds[position],
+                    bool(children.get(span_ids[position])),
+                )
+            )
+        )
         depth[position], effective[position], off_path[position] = level, own, background
         passed = own if own in _PASSED_DOWN and kinds[position] != "SERVER" else inherited
         for child in reversed(children.get(span_ids[position], [])):
@@ -229,8 +240,21 @@ def waterfall(annotated: pd.DataFrame, findings: Sequence[Finding] = ()) -> pd.D
     Same-shape statements (or provider calls) under one parent share a row; ``n_plus_one`` is
     set on segments whose shape a finding names, with its ``relationship`` and ``fix``.
     """
-    columns = ["row", "label", "start_ms", "duration_ms", "kind", "name", "service", "detail",
-               "n_plus_one", "relationship", "fix", "off_path", "count"]
+    columns = [
+        "row",
+        "label",
+        "start_ms",
+        "duration_ms",
+        "kind",
+        "name",
+        "service",
+        "detail",
+        "n_plus_one",
+        "relationship",
+        "fix",
+        "off_path",
+        "count",
+    ]
     if annotated.empty:
         return pd.DataFrame(columns=columns)
     by_shape = {finding.shape: finding for finding in findings}
@@ -268,8 +292,9 @@ def _emit(
         row_number = segments[-1]["row"] + 1 if segments else 0
         finding = by_shape.get(item[1]) if isinstance(item, tuple) else None
         for position in members:
-            segments.append(_segment(frame.loc[position], row_number, len(members), origin,
-                                     finding))
+            segments.append(
+                _segment(frame.loc[position], row_number, len(members), origin, finding)
+            )
         if len(members) == 1:
             _emit(frame.at[members[0], "span_id"], children, frame, origin, by_shape, segments)
 

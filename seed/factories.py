@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from faker import Faker
 
-from service.models import LeadStatus
+from latency_lab.service.models import LeadStatus
 
 REGIONS = ("emea", "na-east", "na-west", "latam", "apac")
 SOURCES = ("webinar", "ads", "referral", "organic", "event", "partner", "cold-outreach")

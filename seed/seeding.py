@@ -23,9 +23,9 @@ from sqlalchemy import (
 )
 from tqdm import tqdm
 
-from seed.factories import LeadRow, build_lead, build_tag_names, build_users, seeded
-from service.db import build_engine, create_schema
-from service.models import Base, Lead, LeadMetadata, Tag, User, lead_tags
+from latency_lab.seed.factories import LeadRow, build_lead, build_tag_names, build_users, seeded
+from latency_lab.service.db import build_engine, create_schema
+from latency_lab.service.models import Base, Lead, LeadMetadata, Tag, User, lead_tags
 
 CHUNK = 500
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from service.access import is_admin
-from service.errors import ApiError
-from service.runtime_context import lab_service
-from service.toggles import ToggleError, Toggles
-from service.world import World, WorldError
+from latency_lab.core.access import is_admin
+from latency_lab.core.errors import ApiError
+from latency_lab.core.toggles import ToggleError, Toggles
+from latency_lab.core.world import World, WorldError
+from latency_lab.service.context import lab_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -2,8 +2,8 @@
 
 Each view reads like the article: load (lazy or eager), through the caches the toggles switch
 on, then the side effects (inline or enqueued). A write stores its side effects in the
-transactional outbox with the lead (:mod:`service.outbox`), so none is lost when Redis or a
-provider is down; the response's ``side_effects`` says what became of each.
+transactional outbox with the lead (:mod:`latency_lab.service.outbox`), so none is lost when Redis
+or a provider is down; the response's ``side_effects`` says what became of each.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service import jobs, offload, outbox
-from service.caches import AppCache, RedisCache
-from service.errors import ApiError
-from service.lead_loader import LeadQuery, LoaderStrategy, load_one, load_page
-from service.models import Lead, LeadMetadata, Tag, User
-from service.offload import Outcome, offload_or_call
-from service.outbox import SideEffect, StoredEffect
-from service.request_scope import current_toggles
-from service.runtime_context import lab_service, request_session
-from service.schemas import LeadCreate, LeadListQuery, LeadPatch, field_errors
-from service.stats import compute_stats
+from latency_lab.core.errors import ApiError, field_errors
+from latency_lab.service import offload, outbox, tasks
+from latency_lab.service.caches import AppCache, RedisCache
+from latency_lab.service.context import lab_service, request_session
+from latency_lab.service.lead_loader import LeadQuery, LoaderStrategy, load_one, load_page
+from latency_lab.service.models import Lead, LeadMetadata, Tag, User
+from latency_lab.service.offload import Outcome, offload_or_call
+from latency_lab.service.outbox import SideEffect, StoredEffect
+from latency_lab.service.request_scope import current_toggles
+from latency_lab.service.schemas import LeadCreate, LeadListQuery, LeadPatch
+from latency_lab.service.stats import compute_stats
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _track_read(name: str, properties: dict[str, Any]) -> None:
     Best-effort: nothing is stored, so a read never writes to the database."""
     service = lab_service()
     offload_or_call(
-        jobs.track_event,
+        tasks.track_event,
         offload=current_toggles().async_offload,
         queue=service.queue,
         tracer=service.telemetry.tracer,
@@ -206,20 +206,20 @@ def _invalidate_caches() -> None:
 # --- side effects of writes -------------------------------------------------------------------
 def _creation_effects(lead_id: int) -> list[SideEffect]:
     return [
-        SideEffect(jobs.send_owner_email, {"lead_id": lead_id}),
+        SideEffect(tasks.send_owner_email, {"lead_id": lead_id}),
         SideEffect(
-            jobs.track_event,
+            tasks.track_event,
             {"name": "lead.created", "properties": {"lead_id": lead_id}},
             best_effort=True,
         ),
-        SideEffect(jobs.enrich_lead, {"lead_id": lead_id}),
+        SideEffect(tasks.enrich_lead, {"lead_id": lead_id}),
     ]
 
 
 def _update_effects(lead_id: int, previous: str, status: str) -> list[SideEffect]:
     effects = [
         SideEffect(
-            jobs.track_event,
+            tasks.track_event,
             {
                 "name": "lead.updated",
                 "properties": {"lead_id": lead_id, "from": previous, "to": status},
@@ -228,7 +228,7 @@ def _update_effects(lead_id: int, previous: str, status: str) -> list[SideEffect
         )
     ]
     if status != previous:
-        effects.append(SideEffect(jobs.send_owner_email, {"lead_id": lead_id}))
+        effects.append(SideEffect(tasks.send_owner_email, {"lead_id": lead_id}))
     return effects
 
 

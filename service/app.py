@@ -1,7 +1,7 @@
 """The lead service's application factory: ``create_app(settings)``.
 
-gunicorn runs it as ``'service.app:create_app()'`` (settings from the environment); tests pass
-their own settings and telemetry.
+gunicorn runs it as ``'latency_lab.service.app:create_app()'`` (settings from the environment);
+tests pass their own settings and telemetry.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import atexit
 from flask import Flask
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-import telemetry
-from service import admin, api, errors, request_scope, site
-from service.config import Settings
-from service.runtime_context import EXTENSION_KEY, LabService
+from latency_lab import telemetry
+from latency_lab.core import errors
+from latency_lab.core.settings import Settings
+from latency_lab.service import admin, api, request_scope, site
+from latency_lab.service.context import EXTENSION_KEY, LabService
 
 # Health checks poll constantly and the dashboard polls the admin API: tracing them would bury the
 # requests people look at (and count as zero-statement requests in the figures).

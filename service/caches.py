@@ -15,8 +15,9 @@ never be read after the write (the classic cache-aside race), and no key scan is
   generation owes the bump and pays it as soon as Redis answers again.
 
 L2 (``app_cache``): an in-process TTL cache (cachetools) for computed results such as
-``/api/stats``. Entries are tagged with the shared L2 generation (:mod:`service.shared_state`);
-a write bumps it in Redis and every process drops its entries within the poll interval.
+``/api/stats``. Entries are tagged with the shared L2 generation
+(:mod:`latency_lab.core.shared_state`); a write bumps it in Redis and every process drops its
+entries within the poll interval.
 
 Every lookup is a span with the layer, the outcome and a hashed key (never the raw key).
 """
@@ -36,7 +37,7 @@ from cachetools import TTLCache
 from opentelemetry import trace
 from redis.lock import Lock
 
-from telemetry import vocabulary as v
+from latency_lab.telemetry import vocabulary as v
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Base
+from latency_lab.service.models import Base
 
 
 def normalize_url(url: str) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from service.models import Lead, Tag
+from latency_lab.service.models import Lead, Tag
 
 
 class LoaderStrategy(StrEnum):

@@ -2,7 +2,7 @@
 
 Relationships are lazy by default, as in most ORMs: touching ``lead.owner``, ``lead.tags`` or
 ``lead.metadata_entries`` on a lead loaded without options costs one statement each. That is the
-N+1 of the article, and :mod:`service.lead_loader` is where it is fixed.
+N+1 of the article, and :mod:`latency_lab.service.lead_loader` is where it is fixed.
 
 ``Lead.owner`` skips soft-deleted reps, as CRMs commonly do. Because of that extra condition,
 SQLAlchemy cannot answer the lazy load from its identity map: every lead's owner costs a
@@ -10,7 +10,7 @@ statement, exactly like the article's ``User.findById(lead.userId)`` loop (1 + 3
 
 ``OutboxEvent`` is the transactional outbox: a write stores its side effects (email, analytics,
 enrichment) in the same transaction as the lead, so none is lost when Redis or a provider is
-down (:mod:`service.outbox` says how they travel on).
+down (:mod:`latency_lab.service.outbox` says how they travel on).
 """
 
 from __future__ import annotations

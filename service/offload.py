@@ -8,9 +8,9 @@ job's span sits in the request's trace.
 Two kinds of side effect:
 
 * a write's (email, analytics and enrichment of a created or changed lead) are already stored in
-  the transactional outbox (:mod:`service.outbox`) when :func:`deliver` runs. What it cannot
-  deliver now stays there: Redis down (the relay enqueues it when Redis is back), or an inline
-  email or enrichment that failed (retried by a worker). A failed inline analytics event is
+  the transactional outbox (:mod:`latency_lab.service.outbox`) when :func:`deliver` runs. What it
+  cannot deliver now stays there: Redis down (the relay enqueues it when Redis is back), or an
+  inline email or enrichment that failed (retried by a worker). A failed inline analytics event is
   best-effort: dropped, and said so.
 * a read's analytics event (:func:`offload_or_call`) is best-effort and stored nowhere: when it
   cannot be delivered or enqueued, the response says ``failed`` and the read goes on.
@@ -34,16 +34,16 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from rq import Queue, Retry
 
-from service import jobs
-from service.models import OutboxState
-from service.outbox import (
+from latency_lab.service import tasks
+from latency_lab.service.models import OutboxState
+from latency_lab.service.outbox import (
     RECHECK_DISPATCHED_AFTER_S,
     RETRY_FAILED_CALL_AFTER_S,
     Settlement,
     StoredEffect,
 )
-from service.third_party import ThirdPartyError
-from telemetry import vocabulary as v
+from latency_lab.service.providers import ThirdPartyError
+from latency_lab.telemetry import vocabulary as v
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,9 @@ def enqueue(
     ) as span:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        meta: dict[str, Any] = {jobs.TRACE_META_KEY: carrier, "enqueued_at_ns": time.time_ns()}
+        meta: dict[str, Any] = {tasks.TRACE_META_KEY: carrier, "enqueued_at_ns": time.time_ns()}
         if outbox:
-            meta[jobs.OUTBOX_META_KEY] = kwargs["event_id"]
+            meta[tasks.OUTBOX_META_KEY] = kwargs["event_id"]
         try:
             job = queue.enqueue(
                 task,

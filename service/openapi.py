@@ -6,9 +6,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from service.schemas import MAX_LIMIT, LeadCreate, LeadPatch
-from service.toggles import Toggle
-from service.world import World
+from latency_lab.core.toggles import Toggle
+from latency_lab.core.world import World
+from latency_lab.service.schemas import MAX_LIMIT, LeadCreate, LeadPatch
 
 REF = "#/components/schemas/{model}"
 

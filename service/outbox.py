@@ -2,17 +2,18 @@
 
 The article moves email, analytics and enrichment onto a queue; but a queue is one more system
 that can be down. So a write (creating or changing a lead) stores one
-:class:`~service.models.OutboxEvent` per side effect *in the same transaction as the lead*: once
-the lead is committed, its side effects cannot be lost. From there:
+:class:`~latency_lab.service.models.OutboxEvent` per side effect *in the same transaction as the
+lead*: once the lead is committed, its side effects cannot be lost. From there:
 
-1. the request delivers them at once (:func:`service.offload.deliver`), inline or as RQ jobs, and
-   settles each row: ``delivered``, ``dispatched`` (enqueued), ``dropped`` (a best-effort
+1. the request delivers them at once (:func:`latency_lab.service.offload.deliver`), inline or as RQ
+   jobs, and settles each row: ``delivered``, ``dispatched`` (enqueued), ``dropped`` (a best-effort
    analytics event whose inline call failed) or still ``pending`` (Redis was down; or an inline
    email or enrichment failed, kept for a retry by a worker);
-2. the relay (``python -m service.relay``, started by ``latency-lab up``) enqueues the rows still
-   pending once their hold is over, and dispatches again the rows whose job Redis no longer knows
-   (a Redis restart loses every queue);
-3. the job marks its row ``delivered`` once it has run (:class:`service.jobs.TracedJob`).
+2. the relay (``python -m latency_lab.worker.relay``, started by ``latency-lab up``) enqueues the
+   rows still pending once their hold is over, and dispatches again the rows whose job Redis no
+   longer knows (a Redis restart loses every queue);
+3. the job marks its row ``delivered`` once it has run
+   (:class:`latency_lab.service.tasks.TracedJob`).
 
 Any of these may deliver a side effect twice (a worker killed after its call, a relay that
 re-dispatches a lost job): each row's ``event_id`` is the provider's idempotency key, so every
@@ -23,7 +24,7 @@ still delivering it, a dispatched row is checked again from time to time.
 
 Usage, inside the write's transaction::
 
-    stored = record([SideEffect(jobs.send_owner_email, {"lead_id": 7})], session=s, hold_s=5)
+    stored = record([SideEffect(tasks.send_owner_email, {"lead_id": 7})], session=s, hold_s=5)
     s.commit()
     ...deliver...
     settle({event_id: Settlement(OutboxState.DELIVERED)}, session=s)
@@ -43,7 +44,7 @@ from opentelemetry import propagate
 from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from service.models import OutboxEvent, OutboxState, utcnow
+from latency_lab.service.models import OutboxEvent, OutboxState, utcnow
 
 # How long the relay leaves a new row to its request, beyond the request's own calls.
 HOLD_MARGIN_S = 5.0
@@ -55,7 +56,8 @@ RECHECK_DISPATCHED_AFTER_S = 5.0
 
 @dataclass(frozen=True)
 class SideEffect:
-    """One thing a write causes: a task (from :mod:`service.jobs`) and its arguments."""
+    """One thing a write causes: a task (from :mod:`latency_lab.service.tasks`) and its
+    arguments."""
 
     task: Callable[..., Any]
     arguments: dict[str, Any]

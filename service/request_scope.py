@@ -2,11 +2,11 @@
 
 * The effective toggles: the shared state, overridden for this request only by ``X-Lab-Toggles``
   (loopback or admin token, or the configuration the edge decided on and forwarded, see
-  :mod:`service.access`). They go on the server span with the world, so every view can group
-  requests by configuration.
-* The accounting: a :class:`~telemetry.accounting.RequestTally` collects the request's spans; when
-  the response is ready it becomes ``Server-Timing`` and server-span attributes (the trace
-  store's summary row), and ``traceresponse`` names the trace.
+  :mod:`latency_lab.core.access`). They go on the server span with the world, so every view can
+  group requests by configuration.
+* The accounting: a :class:`~latency_lab.telemetry.accounting.RequestTally` collects the request's
+  spans; when the response is ready it becomes ``Server-Timing`` and server-span attributes (the
+  trace store's summary row), and ``traceresponse`` names the trace.
 * Caching headers for the edge: with ``edge_cache`` on, public GETs are ``public, s-maxage`` with
   an ETag (so the edge can revalidate); off, every response is ``no-store``.
   ``X-Lab-Config`` names the configuration that produced the response, so an edge that cannot
@@ -20,13 +20,19 @@ from flask import Flask, Response, g, request
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 
-from service.access import is_admin, may_pin_configuration
-from service.errors import ApiError
-from service.lead_loader import LoaderStrategy
-from service.runtime_context import lab_service
-from service.toggles import CONFIG_HEADER, LOADER_HEADER, TOGGLE_HEADER, ToggleError, Toggles
-from telemetry import vocabulary as v
-from telemetry.accounting import traceresponse_header
+from latency_lab.core.access import is_admin, may_pin_configuration
+from latency_lab.core.errors import ApiError
+from latency_lab.core.toggles import (
+    CONFIG_HEADER,
+    LOADER_HEADER,
+    TOGGLE_HEADER,
+    ToggleError,
+    Toggles,
+)
+from latency_lab.service.context import lab_service
+from latency_lab.service.lead_loader import LoaderStrategy
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.accounting import traceresponse_header
 
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
 STATIC_MAX_AGE_S = 300
@@ -78,8 +84,9 @@ def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
     if not is_admin(request.remote_addr, request.headers, admin_token):
         raise ApiError(403, f"{LOADER_HEADER} needs loopback or the admin token")
     if raw not in (LoaderStrategy.JOINED, LoaderStrategy.SELECTIN):
-        raise ApiError(400, f"{LOADER_HEADER} must be joined or selectin, got {raw!r}",
-                       header=LOADER_HEADER)
+        raise ApiError(
+            400, f"{LOADER_HEADER} must be joined or selectin, got {raw!r}", header=LOADER_HEADER
+        )
     return LoaderStrategy(raw)
 
 
@@ -93,7 +100,8 @@ def _describe_configuration(span: trace.Span) -> None:
     span.set_attribute(
         v.ORM_LOADER,
         (g.loader or LoaderStrategy(lab_service().settings.loader_strategy)).value
-        if toggles.eager_loading else LoaderStrategy.LAZY.value,
+        if toggles.eager_loading
+        else LoaderStrategy.LAZY.value,
     )
 
 

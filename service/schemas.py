@@ -11,11 +11,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
-from service.models import LeadStatus
+from latency_lab.service.models import LeadStatus
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{2,}$")
 MAX_LIMIT = 500
@@ -84,18 +83,6 @@ class LeadListQuery(BaseModel):
     offset: int = Field(0, ge=0, le=10_000_000)
     status: LeadStatus | None = None
     tag: Name | None = None
-
-
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as ``[{"field": "score", "message": "..."}]``."""
-    out = []
-    for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        out.append({"field": field, "message": message})
-    return out
 
 
 def _as_status(value: Any) -> Any:

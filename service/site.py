@@ -8,8 +8,8 @@ from flask import Blueprint, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from service.openapi import openapi_document
-from service.runtime_context import lab_service
+from latency_lab.service.context import lab_service
+from latency_lab.service.openapi import openapi_document
 
 bp = Blueprint("site", __name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.models import Lead, LeadStatus, Tag, User, lead_tags
+from latency_lab.service.models import Lead, LeadStatus, Tag, User, lead_tags
 
 FUNNEL = (
     LeadStatus.NEW,

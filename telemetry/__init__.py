@@ -2,7 +2,7 @@
 
 Usage, once per process, from its entry point (never at import time)::
 
-    from telemetry import configure
+    from latency_lab.telemetry import configure
     lab_telemetry = configure("latency-lab-service", role="service", store_url=url)
     FlaskInstrumentor().instrument_app(app, tracer_provider=lab_telemetry.tracer_provider)
     ...
@@ -12,15 +12,16 @@ What ``configure`` builds:
 
 * a ``TracerProvider`` whose resource names the process (``OTEL_SERVICE_NAME`` wins over the
   default name) and whose sampler follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``;
-* the :class:`~telemetry.accounting.RequestLedger`, which tallies each request's statements,
-  cache outcomes and third-party calls (``Server-Timing`` and the store's summary rows);
-* the :class:`~telemetry.orm.OrmRelationshipProcessor`, naming the relationship behind lazy loads;
+* the :class:`~latency_lab.telemetry.accounting.RequestLedger`, which tallies each request's
+  statements, cache outcomes and third-party calls (``Server-Timing`` and the store's summary rows);
+* the :class:`~latency_lab.telemetry.orm.OrmRelationshipProcessor`, naming the relationship behind
+  lazy loads;
 * export to the trace store through a bounded, counting batch processor (``OTEL_BSP_*``): a full
   queue drops spans and counts them, it never raises in a request;
 * when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, a second export over
   OTLP/HTTP to Jaeger, Tempo or any collector;
-* both exports go through :class:`~telemetry.redaction.RedactingSpanExporter`: email addresses
-  masked, SQL statements without literal values.
+* both exports go through :class:`~latency_lab.telemetry.redaction.RedactingSpanExporter`: email
+  addresses masked, SQL statements without literal values.
 
 With ``OTEL_SDK_DISABLED=true`` nothing is recorded: the provider is a no-op, so the lab's own
 overhead can be measured against an uninstrumented run.
@@ -38,11 +39,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from telemetry import vocabulary
-from telemetry.accounting import RequestLedger, RequestTally
-from telemetry.orm import OrmRelationshipProcessor, track_relationship_loads
-from telemetry.processors import CountingBatchSpanProcessor
-from telemetry.redaction import RedactingSpanExporter
+from latency_lab.telemetry import vocabulary
+from latency_lab.telemetry.accounting import RequestLedger, RequestTally
+from latency_lab.telemetry.orm import OrmRelationshipProcessor, track_relationship_loads
+from latency_lab.telemetry.processors import CountingBatchSpanProcessor
+from latency_lab.telemetry.redaction import RedactingSpanExporter
 
 __all__ = [
     "LabTelemetry",
@@ -129,7 +130,7 @@ def configure(
     provider.add_span_processor(ledger)
     store_processor = None
     if store_url:
-        from telemetry.store import TraceStoreExporter
+        from latency_lab.telemetry.store import TraceStoreExporter
 
         exporter = TraceStoreExporter(
             store_url,

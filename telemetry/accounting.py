@@ -18,8 +18,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext, format_span_id, format_trace_id
 
-from telemetry import vocabulary as v
-from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
 
 
 @dataclass

@@ -21,7 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one, normalize_statement
+from latency_lab.telemetry.nplusone import (
+    Finding,
+    StatementRecord,
+    detect_n_plus_one,
+    normalize_statement,
+)
 
 MAX_LISTED = 40
 MAX_STATEMENT_CHARS = 180

@@ -5,18 +5,18 @@ inside someone's app factory, Flask-SQLAlchemy's, an ``AsyncEngine`` (its ``sync
 ordinary ``Engine``). SQLAlchemy lets a listener be attached to the ``Engine`` *class*, which
 covers every engine, whenever and however it is created, including the ones that exist already::
 
-    from telemetry import engine_watch
+    from latency_lab.telemetry import engine_watch
 
     engine_watch.install()                       # idempotent; the pytest plugin does it
     unsubscribe = engine_watch.subscribe(records.append)
     ...                                          # every statement -> a StatementRecord
     unsubscribe()
 
-Each :class:`~telemetry.nplusone.StatementRecord` carries the SQL, its duration, the ORM
-relationship it was loading (:mod:`telemetry.orm`), whether that relationship is a collection,
-and its *origin*: the first frame outside SQLAlchemy and this package (``app.py:41 in books``),
-the user's line that triggered a lazy load. For an ``AsyncEngine`` the walk continues from the
-greenlet SQLAlchemy runs the statement in to the coroutine that awaited it.
+Each :class:`~latency_lab.telemetry.nplusone.StatementRecord` carries the SQL, its duration, the ORM
+relationship it was loading (:mod:`latency_lab.telemetry.orm`), whether that relationship is a
+collection, and its *origin*: the first frame outside SQLAlchemy and this package (``app.py:41 in
+books``), the user's line that triggered a lazy load. For an ``AsyncEngine`` the walk continues from
+the greenlet SQLAlchemy runs the statement in to the coroutine that awaited it.
 
 This is not tracing: no span is made, so sampling, ``OTEL_SDK_DISABLED`` or a missing tracer
 provider cannot hide a statement from a budget, and an engine that the OpenTelemetry SQLAlchemy
@@ -41,8 +41,8 @@ from typing import Any
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from sqlalchemy import Engine, event
 
-from telemetry.nplusone import StatementRecord
-from telemetry.orm import current_relationship, track_relationship_loads
+from latency_lab.telemetry.nplusone import StatementRecord
+from latency_lab.telemetry.orm import current_relationship, track_relationship_loads
 
 StatementSink = Callable[[StatementRecord], None]
 

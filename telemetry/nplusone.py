@@ -8,7 +8,8 @@ at least ``threshold`` times. No minimum duration: on a laptop each lazy load ta
 a networked database 1 ms, and the problem is the count, not the speed of one round trip.
 
 Each :class:`Finding` says how to fix it. When the statements carry the ORM relationship that
-caused them (``lab.orm.relationship``, set by :mod:`telemetry.orm`), the fix names the loader:
+caused them (``lab.orm.relationship``, set by :mod:`latency_lab.telemetry.orm`), the fix names the
+loader:
 
 * many-to-one (``Lead.owner``): ``joinedload(Lead.owner)``, one ``JOIN`` in the list query;
 * collection (``Lead.tags``): ``selectinload(Lead.tags)``, one extra ``SELECT ... IN (...)``.

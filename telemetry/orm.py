@@ -6,7 +6,7 @@ created later, at cursor level, by the SQLAlchemy instrumentation. A ``do_orm_ex
 the relationship into a context variable around the statement (:func:`current_relationship`),
 and :class:`OrmRelationshipProcessor` copies it onto every database span that starts meanwhile,
 so an N+1 finding can say "``Lead.owner``, fix with ``joinedload(Lead.owner)``". The span budgets'
-statement watcher (:mod:`telemetry.engine_watch`) reads the same variable.
+statement watcher (:mod:`latency_lab.telemetry.engine_watch`) reads the same variable.
 
 :func:`instrument_engine` gives one engine OpenTelemetry database spans. It needs
 ``opentelemetry-instrumentation-sqlalchemy`` (the lab's extra), imported only when called, so the
@@ -24,7 +24,7 @@ from opentelemetry.trace import TracerProvider
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from telemetry import vocabulary as v
+from latency_lab.telemetry import vocabulary as v
 
 
 class RelationshipLoad(NamedTuple):

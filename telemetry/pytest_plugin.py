@@ -3,9 +3,9 @@
 Installed with the package (entry point ``pytest11``); nothing to configure, no engine to
 instrument. Every SQLAlchemy engine of the test process is watched from the start of the session
 (sync or async, created anywhere, Flask-SQLAlchemy's too), so the budgets of
-:mod:`telemetry.testing` work in any test::
+:mod:`latency_lab.telemetry.testing` work in any test::
 
-    from telemetry.testing import assert_max_queries, assert_no_n_plus_one
+    from latency_lab.telemetry.testing import assert_max_queries, assert_no_n_plus_one
 
     def test_book_listing(client):
         with assert_max_queries(2), assert_no_n_plus_one():
@@ -19,7 +19,7 @@ lists them:
 * ``@pytest.mark.no_n_plus_one(threshold=5, allow=["Book.author"])``: no N+1 but the allowed;
 * ``@pytest.mark.allow_n_plus_one("Book.author")``: accepted in every N+1 budget of the test.
 
-The ``spans`` fixture is a :class:`telemetry.testing.SpanCapture`: the test's spans and
+The ``spans`` fixture is a :class:`latency_lab.telemetry.testing.SpanCapture`: the test's spans and
 statements, and the budgets as methods. When a test that used ``spans`` fails, its report gets a
 "Captured statements" section: every statement it ran, the repeated ones grouped, and any N+1
 with its fix (a failed budget already says all that in its message, so it gets no extra section).
@@ -65,7 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def spans() -> Iterator[SpanCapture]:
-    """Spans and statements of this test, with the span budgets (``telemetry.testing``)."""
+    """Spans and statements of this test, with the span budgets
+    (``latency_lab.telemetry.testing``)."""
     from .testing import SpanCapture
 
     with SpanCapture.start() as capture:

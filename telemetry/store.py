@@ -4,8 +4,9 @@ One SQLite file by default (``sqlite:////abs/path/traces.db``), or PostgreSQL
 (``postgresql://user@host/db``; the ``psycopg`` driver is chosen for plain ``postgresql://`` and
 ``postgres://`` URLs). Three tables:
 
-* ``spans``: every span, with its attributes as JSON and its :class:`~telemetry.vocabulary.
-  SpanKindLabel` (``lab_kind``) and SQL statement pulled out for the waterfall views;
+* ``spans``: every span, with its attributes as JSON and its
+  :class:`~latency_lab.telemetry.vocabulary. SpanKindLabel` (``lab_kind``) and SQL statement pulled
+  out for the waterfall views;
 * ``requests``: one row per ``SERVER`` span (service, edge, any process), made from the
   ``lab.request.*`` accounting attributes: statements, database time, third-party time, cache
   hits and misses per layer, the configuration string, toggles, world and N+1 findings. The
@@ -76,8 +77,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from telemetry import vocabulary as v
-from telemetry.percentiles import nearest_ranks
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.percentiles import nearest_ranks
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ Zero setup: install the package and use the budgets; every SQLAlchemy engine of 
 is watched, however and whenever it was created (an engine made in your app factory,
 Flask-SQLAlchemy's, an ``AsyncEngine``), with no call to make::
 
-    from telemetry.testing import assert_max_queries, assert_no_n_plus_one, assert_queries
+    from latency_lab.telemetry.testing import assert_max_queries, assert_no_n_plus_one,
+    assert_queries
 
     def test_book_listing(client):
         with assert_max_queries(2), assert_no_n_plus_one():
@@ -28,17 +29,17 @@ SQLAlchemy engine alive in this process has ever connected, and no database span
 the code under test runs in another process, or talks to its database without SQLAlchemy), the
 budget fails and says so, instead of passing on nothing.
 
-Where statements come from: SQLAlchemy statements from :mod:`telemetry.engine_watch`, which
-listens on the ``Engine`` class (no tracing needed, so sampling cannot hide one); any other
+Where statements come from: SQLAlchemy statements from :mod:`latency_lab.telemetry.engine_watch`,
+which listens on the ``Engine`` class (no tracing needed, so sampling cannot hide one); any other
 database span (``db.statement`` / ``db.query.text``) finished on a watched tracer provider counts
 too, for other drivers. The OpenTelemetry SQLAlchemy instrumentation's own spans are not counted
 again. ``spans.instrument_engine(engine)`` still gives an engine spans for a custom tracer, but
 budgets never need it.
 
 ``assert_cache_hit(layer)`` and ``assert_offloaded(task)`` check the lab's cache and queue
-spans (:mod:`telemetry.vocabulary`). Every assertion uses the capture of the running test: the
-``spans`` fixture's, or, when the test did not ask for it, one started for the test on first
-use; outside pytest pass ``spans=SpanCapture.start()``. Spans come from the global SDK tracer
+spans (:mod:`latency_lab.telemetry.vocabulary`). Every assertion uses the capture of the running
+test: the ``spans`` fixture's, or, when the test did not ask for it, one started for the test on
+first use; outside pytest pass ``spans=SpanCapture.start()``. Spans come from the global SDK tracer
 provider (one is created for the session when there is none); another SDK provider's after
 ``spans.watch(provider)``.
 """
@@ -61,11 +62,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import engine_watch
-from telemetry import vocabulary as v
-from telemetry.budget_report import statement_report as _statement_report
-from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
-from telemetry.orm import OrmRelationshipProcessor, instrument_engine
+from latency_lab.telemetry import engine_watch
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.budget_report import statement_report as _statement_report
+from latency_lab.telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
+from latency_lab.telemetry.orm import OrmRelationshipProcessor, instrument_engine
 
 __all__ = [
     "SpanBudgetError",
@@ -203,8 +204,8 @@ class SpanCapture:
         """Give an engine OpenTelemetry spans in this capture (budgets do not need it).
 
         For tests that read the spans themselves (``spans.finished()``). Per engine
-        (:func:`telemetry.orm.instrument_engine`): the instrumentor's ``instrument()`` is a
-        process-wide singleton that also patches ``create_engine``, leaking between tests.
+        (:func:`latency_lab.telemetry.orm.instrument_engine`): the instrumentor's ``instrument()``
+        is a process-wide singleton that also patches ``create_engine``, leaking between tests.
         """
         if engine not in _traced_engines and not _traced_elsewhere(engine):
             instrument_engine(engine, self.tracer_provider)

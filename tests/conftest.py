@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.redis_server import RedisServer
+from latency_lab.lab.redis_server import RedisServer
 
 # The lab's fixtures (databases, simulator, service and worker processes) for every test folder.
 pytest_plugins = ["tests.lab_fixtures", "pytester"]

@@ -28,16 +28,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import create_engine, text
 
-import telemetry
-from seed.seeding import seed_database
-from service.app import create_app
-from service.config import Settings
-from service.db import normalize_url
-from service.redis_server import RedisServer, free_port
-from service.runtime_context import EXTENSION_KEY
-from service.shared_state import SharedState
-from service.world import World
-from telemetry import vocabulary as v
+from latency_lab import telemetry
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import World
+from latency_lab.lab.redis_server import RedisServer, free_port
+from latency_lab.seed.seeding import seed_database
+from latency_lab.service.app import create_app
+from latency_lab.service.context import EXTENSION_KEY
+from latency_lab.service.db import normalize_url
+from latency_lab.telemetry import vocabulary as v
 
 SEED_LEADS = 120
 # Tests are about counts, not waiting: a fast world (no injected latency).
@@ -240,7 +240,7 @@ def thirdparty_process(
     )
     log_file = workdir / "thirdparty.log"
     process = start_gunicorn(
-        "service.thirdparty:create_thirdparty_app()", port=port, env=env, log_file=log_file
+        "latency_lab.simulator.app:create_thirdparty_app()", port=port, env=env, log_file=log_file
     )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/healthz", process, log_file)
@@ -354,14 +354,16 @@ def lab_process_env(
 
 
 @pytest.fixture
-def service_process(
-    lab_process_env: dict[str, str], tmp_path: Path
-) -> Iterator[ServiceProcess]:
+def service_process(lab_process_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
     """The lead service under gunicorn (one worker), as `latency-lab up` runs it."""
     port = free_port()
     log_file = tmp_path / "service.log"
     process = start_gunicorn(
-        "service.app:create_app()", port=port, env=lab_process_env, log_file=log_file, threads=4
+        "latency_lab.service.app:create_app()",
+        port=port,
+        env=lab_process_env,
+        log_file=log_file,
+        threads=4,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -377,7 +379,7 @@ def worker_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `rq` worker process for the side-effects queue."""
     process = start_process(
-        [sys.executable, "-m", "service.worker"],
+        [sys.executable, "-m", "latency_lab.worker.process"],
         env=lab_process_env,
         log_file=tmp_path / "worker.log",
     )
@@ -407,12 +409,22 @@ def latency_lab_up(
     ``lab.json`` once the dashboard answers, and stops the whole lab afterwards."""
     env = process_env(
         LAB_VAR_DIR=str(var_dir),
-        **{f"LAB_{name}_PORT": str(free_port())
-           for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")},
+        **{
+            f"LAB_{name}_PORT": str(free_port())
+            for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")
+        },
         OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
     )
-    command = [str(Path(sys.executable).parent / "latency-lab"), "up", "--workers", "1",
-               "--rq-workers", "1", "--seed-leads", str(seed_leads)]
+    command = [
+        str(Path(sys.executable).parent / "latency-lab"),
+        "up",
+        "--workers",
+        "1",
+        "--rq-workers",
+        "1",
+        "--seed-leads",
+        str(seed_leads),
+    ]
     log_file = var_dir / "up.log"
     process = start_process(command, env=env, log_file=log_file)
     try:
@@ -439,5 +451,6 @@ def _lab_urls(
             if "dashboard" in urls:
                 return urls
         time.sleep(0.2)
-    raise RuntimeError(f"the lab did not start in {timeout_s:.0f} s:\n"
-                       f"{log_file.read_text()[-3000:]}")
+    raise RuntimeError(
+        f"the lab did not start in {timeout_s:.0f} s:\n{log_file.read_text()[-3000:]}"
+    )

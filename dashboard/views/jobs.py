@@ -11,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data, figures, panels
+from latency_lab.dashboard import data, figures, panels
 
 REFRESH_S = 2.0
 FAILURE_COLUMNS: dict[str, Any] = {
@@ -30,17 +30,20 @@ def counts(snapshot: data.JobsSnapshot) -> None:
         "failed": ("Failed", "Out of retries: see the failures below."),
         "scheduled": ("Retrying", "Failed once, scheduled to run again."),
     }
-    for column, (key, (label, help_text)) in zip(st.columns(len(labels)), labels.items(),
-                                                 strict=True):
+    for column, (key, (label, help_text)) in zip(
+        st.columns(len(labels)), labels.items(), strict=True
+    ):
         column.metric(label, f"{snapshot.counts.get(key, 0):,}", help=help_text, border=True)
 
 
 def workers(snapshot: data.JobsSnapshot) -> None:
     st.subheader("Workers")
     if snapshot.workers.empty:
-        st.warning("No RQ worker is running: offloaded jobs wait in the queue. `latency-lab up` "
-                   "starts workers (`--rq-workers N`); `python -m service.worker` starts one.",
-                   icon=":material/person_off:")
+        st.warning(
+            "No RQ worker is running: offloaded jobs wait in the queue. `latency-lab up` "
+            "starts workers (`--rq-workers N`); `python -m latency_lab.worker.process` starts one.",
+            icon=":material/person_off:",
+        )
         return
     st.dataframe(snapshot.workers, hide_index=True, key="workers_table")
 
@@ -48,11 +51,18 @@ def workers(snapshot: data.JobsSnapshot) -> None:
 def failures(snapshot: data.JobsSnapshot) -> None:
     st.subheader("Failures")
     if snapshot.failures.empty:
-        st.caption("No failed jobs. Raise a provider's failure rate on the *Simulated world* "
-                   "page to watch retries and failures.")
+        st.caption(
+            "No failed jobs. Raise a provider's failure rate on the *Simulated world* "
+            "page to watch retries and failures."
+        )
         return
-    st.dataframe(snapshot.failures, column_order=list(FAILURE_COLUMNS),
-                 column_config=FAILURE_COLUMNS, hide_index=True, key="failures_table")
+    st.dataframe(
+        snapshot.failures,
+        column_order=list(FAILURE_COLUMNS),
+        column_config=FAILURE_COLUMNS,
+        hide_index=True,
+        key="failures_table",
+    )
     latest = snapshot.failures.iloc[0]
     with st.expander(f"Traceback of the latest failure ({latest['task']})"):
         st.code(latest["traceback"] or "(no traceback recorded)", language="text")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import configs, data, panels, tour
+from latency_lab.dashboard import configs, data, panels, tour
 
 REFRESH_S = 2.0
 STEP_TRAFFIC_REQUESTS = 200
@@ -33,12 +33,22 @@ def _send_traffic(step: tour.TourStep) -> None:
 
 def actions(step: tour.TourStep) -> None:
     left, right = st.columns(2)
-    left.button(f"Switch the lab to step {step.number}", on_click=_apply, args=(step,),
-                icon=":material/toggle_on:", width="stretch",
-                help="Sets all five switches to this step's configuration.")
-    right.button(f"Send {STEP_TRAFFIC_REQUESTS} requests: {step.traffic}",
-                 on_click=_send_traffic, args=(step,), icon=":material/send:", width="stretch",
-                 disabled=data.load_status().running)
+    left.button(
+        f"Switch the lab to step {step.number}",
+        on_click=_apply,
+        args=(step,),
+        icon=":material/toggle_on:",
+        width="stretch",
+        help="Sets all five switches to this step's configuration.",
+    )
+    right.button(
+        f"Send {STEP_TRAFFIC_REQUESTS} requests: {step.traffic}",
+        on_click=_send_traffic,
+        args=(step,),
+        icon=":material/send:",
+        width="stretch",
+        disabled=data.load_status().running,
+    )
     problem = st.session_state.pop("tour_problem", None)
     if problem is not None:
         panels.show_problem(problem)
@@ -54,16 +64,20 @@ def checks(step: tour.TourStep) -> None:
             if check.route and check.method
             else data.config_summary(window_s, check.route)
         )
-        result = tour.evaluate(check, tour.row_for(summary, step.previous_config),
-                               tour.row_for(summary, step.config))
+        result = tour.evaluate(
+            check, tour.row_for(summary, step.previous_config), tour.row_for(summary, step.config)
+        )
         show = {True: st.success, False: st.error, None: st.info}[result.passed]
         show(f"{result.text} {result.mark}")
     if step.number == len(tour.STEPS) - 1:
         result = tour.journey(data.config_summary(window_s))
-        st.markdown(f"**The whole journey:** {result.text} {result.mark} "
-                    "(the article: 500 ms → 50 ms)")
-    st.caption(f"Measured in this step's configuration ({configs.short_label(step.config)})"
-               " against the previous one, over the selected time window.")
+        st.markdown(
+            f"**The whole journey:** {result.text} {result.mark} (the article: 500 ms → 50 ms)"
+        )
+    st.caption(
+        f"Measured in this step's configuration ({configs.short_label(step.config)})"
+        " against the previous one, over the selected time window."
+    )
 
 
 def code(step: tour.TourStep) -> None:
@@ -78,8 +92,14 @@ def main() -> None:
     st.title("Guided tour")
     st.caption("From 500 ms to 50 ms, one optimization at a time, as the article tells it.")
     titles = [f"{step.number}. {step.title.split(':')[0]}" for step in tour.STEPS]
-    chosen = st.radio("Step", range(len(tour.STEPS)), format_func=titles.__getitem__,
-                      horizontal=True, key="tour_step", label_visibility="collapsed")
+    chosen = st.radio(
+        "Step",
+        range(len(tour.STEPS)),
+        format_func=titles.__getitem__,
+        horizontal=True,
+        key="tour_step",
+        label_visibility="collapsed",
+    )
     step = tour.STEPS[int(chosen or 0)]
     st.header(f"Step {step.number} · {step.title}")
     st.markdown(step.story)

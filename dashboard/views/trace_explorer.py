@@ -12,8 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data, figures, panels
-from telemetry.nplusone import Finding
+from latency_lab.dashboard import data, figures, panels
+from latency_lab.telemetry.nplusone import Finding
 
 REQUEST_COLUMNS = {
     "time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss"),
@@ -23,8 +23,9 @@ REQUEST_COLUMNS = {
     "statements": st.column_config.NumberColumn("Statements", format="%d"),
     "ext_ms": st.column_config.NumberColumn("3rd-party (ms)", format="%.1f"),
     "jobs": st.column_config.NumberColumn("Jobs", format="%d"),
-    "n_plus_one": st.column_config.NumberColumn("N+1", format="%d",
-                                                help="N+1 findings in this request"),
+    "n_plus_one": st.column_config.NumberColumn(
+        "N+1", format="%d", help="N+1 findings in this request"
+    ),
     "configuration": st.column_config.TextColumn("Configuration"),
 }
 JOB_COLUMNS: dict[str, Any] = {
@@ -32,28 +33,49 @@ JOB_COLUMNS: dict[str, Any] = {
     "queue": "Queue",
     "wait_ms": st.column_config.NumberColumn("In the queue (ms)", format="%.1f"),
     "run_ms": st.column_config.NumberColumn("Running (ms)", format="%.1f"),
-    "after_response_ms": st.column_config.NumberColumn("Ended after the response (ms)",
-                                                       format="%.1f"),
+    "after_response_ms": st.column_config.NumberColumn(
+        "Ended after the response (ms)", format="%.1f"
+    ),
     "status": "Status",
 }
 
 
 def choose_request(window_s: int) -> str | None:
     """The trace to show: pasted, linked (``?trace=``), selected in the table, or the first."""
-    order = st.radio("Order", ["Slowest first", "Newest first"], horizontal=True,
-                     key="trace_order", label_visibility="collapsed")
+    order = st.radio(
+        "Order",
+        ["Slowest first", "Newest first"],
+        horizontal=True,
+        key="trace_order",
+        label_visibility="collapsed",
+    )
     requests = data.request_list(window_s, slowest=order == "Slowest first")
-    pasted = st.text_input("Trace id", value=st.query_params.get("trace", ""),
-                           placeholder="or paste a trace id from a traceresponse header",
-                           key="trace_pasted", label_visibility="collapsed").strip().lower()
+    pasted = (
+        st.text_input(
+            "Trace id",
+            value=st.query_params.get("trace", ""),
+            placeholder="or paste a trace id from a traceresponse header",
+            key="trace_pasted",
+            label_visibility="collapsed",
+        )
+        .strip()
+        .lower()
+    )
     if pasted:
         return pasted
     if requests.empty:
         panels.no_traffic()
         return None
-    picked = st.dataframe(requests, column_order=list(REQUEST_COLUMNS),
-                          column_config=REQUEST_COLUMNS, hide_index=True, height=260,
-                          on_select="rerun", selection_mode="single-row", key="request_table")
+    picked = st.dataframe(
+        requests,
+        column_order=list(REQUEST_COLUMNS),
+        column_config=REQUEST_COLUMNS,
+        hide_index=True,
+        height=260,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="request_table",
+    )
     rows = picked.selection.rows if picked is not None and hasattr(picked, "selection") else []
     st.caption("Requests that reached the service. Select a row to see its trace.")
     return str(requests.iloc[rows[0] if rows else 0]["trace_id"])
@@ -87,8 +109,12 @@ def summary(detail: data.TraceDetail) -> None:
     columns[2].metric("Third party (inline)", panels.ms(kinds.get("third_party")), border=True)
     columns[3].metric("Spans", f"{len(detail.spans):,}", border=True)
     background = detail.jobs["run_ms"].sum() if not detail.jobs.empty else None
-    columns[4].metric("Off the request path", panels.ms(background), border=True,
-                      help="Time the request's background jobs ran in workers.")
+    columns[4].metric(
+        "Off the request path",
+        panels.ms(background),
+        border=True,
+        help="Time the request's background jobs ran in workers.",
+    )
 
 
 def jobs(detail: data.TraceDetail) -> None:
@@ -97,23 +123,29 @@ def jobs(detail: data.TraceDetail) -> None:
         st.caption("This request enqueued no jobs (or they have not run yet).")
         return
     st.dataframe(detail.jobs, column_config=JOB_COLUMNS, hide_index=True, key="trace_jobs")
-    st.caption("Their spans are in the same trace: the enqueue carried the trace context into "
-               "the worker. They ran after the response, off the request path.")
+    st.caption(
+        "Their spans are in the same trace: the enqueue carried the trace context into "
+        "the worker. They ran after the response, off the request path."
+    )
 
 
 def show(trace_id: str) -> None:
     detail = data.trace_detail(trace_id)
     if detail.spans.empty:
-        st.warning(f"No spans for trace `{trace_id}` in the store (yet): spans arrive within "
-                   "a second or two, and old traces are trimmed by retention.",
-                   icon=":material/search_off:")
+        st.warning(
+            f"No spans for trace `{trace_id}` in the store (yet): spans arrive within "
+            "a second or two, and old traces are trimmed by retention.",
+            icon=":material/search_off:",
+        )
         return
     st.subheader(f"Trace `{trace_id}`")
     summary(detail)
     findings(detail.findings)
     st.plotly_chart(figures.waterfall(detail.waterfall), key="waterfall")
-    st.caption("Spans nested under their parents and coloured by kind; repeated statements of "
-               "one shape share a row (\u00d7N), outlined in red when they are an N+1.")
+    st.caption(
+        "Spans nested under their parents and coloured by kind; repeated statements of "
+        "one shape share a row (\u00d7N), outlined in red when they are an N+1."
+    )
     jobs(detail)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, panels
+from latency_lab.dashboard import data, panels
 
 
 def main() -> None:
     st.title("Simulated world")
-    st.caption("What makes the lab behave like production: a networked database and slow, "
-               "sometimes failing providers.")
+    st.caption(
+        "What makes the lab behave like production: a networked database and slow, "
+        "sometimes failing providers."
+    )
     with panels.reporting_problems():
         live = data.world()
         panels.world_form(live)

@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks.plan import configurations
-from service.redis_server import free_port
+from latency_lab.benchmarks.plan import configurations
+from latency_lab.lab.redis_server import free_port
 from tests.lab_fixtures import process_env
 
 
@@ -34,7 +34,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, An
     var_dir = tmp_path_factory.mktemp("bench")
     env = _bench_environment(var_dir)
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "bench", "--quick"],
+        [sys.executable, "-m", "latency_lab.cli.main", "bench", "--quick"],
         env=env,
         capture_output=True,
         text=True,
@@ -105,7 +105,7 @@ def test_article_rows_and_lab_costs_are_reported(
 def test_sigterm_stops_the_lab_the_bench_started(tmp_path: Path) -> None:
     env = _bench_environment(tmp_path)
     bench = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "bench", "--quick"],
+        [sys.executable, "-m", "latency_lab.cli.main", "bench", "--quick"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -22,11 +22,11 @@ from flask.typing import ResponseReturnValue
 from streamlit.testing.v1 import AppTest
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from service.access import presented_token
-from service.redis_server import free_port
-from service.toggles import ToggleError, Toggles
-from service.world import World, WorldError
-from telemetry.store import TraceStore
+from latency_lab.core.access import presented_token
+from latency_lab.core.toggles import ToggleError, Toggles
+from latency_lab.core.world import World, WorldError
+from latency_lab.lab.redis_server import free_port
+from latency_lab.telemetry.store import TraceStore
 from tests.dashboard.factories import Workshop, workshop
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, SpanKind
 
-from service.toggles import Toggles
-from telemetry import vocabulary as v
-from telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
-from telemetry.store import TraceStore
+from latency_lab.core.toggles import Toggles
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
+from latency_lab.telemetry.store import TraceStore
 
 MS = 1_000_000
 STATEMENT_MS = 2.5
@@ -103,52 +103,91 @@ class LabTraces:
                 self._third_party(service, clock, provider, 20)
                 clock += 21 * MS
                 ext_ms += 20
-        self._finish(service, edge, clock + MS, statements=2, ext_ms=ext_ms, ext_calls=3 - jobs,
-                     jobs=jobs, status=201)
+        self._finish(
+            service,
+            edge,
+            clock + MS,
+            statements=2,
+            ext_ms=ext_ms,
+            ext_calls=3 - jobs,
+            jobs=jobs,
+            status=201,
+        )
         return _trace_id(service)
 
     def edge_hit(self, start_ns: int, toggles: Toggles, path: str = "/api/leads") -> str:
         """A public GET the edge answered from its cache: nothing behind it ran."""
         span = self.edge.tracer.start_span(
-            v.SPAN_EDGE, kind=SpanKind.SERVER, start_time=start_ns,
-            attributes=_http("GET", "/<path:path>", path, 200) | _configuration(toggles) | {
-                v.CACHE_LAYER: "edge", v.CACHE_OUTCOME: "hit",
-                v.REQ_CACHE_HITS_PREFIX + "edge": 1, v.REQ_CACHE_MISSES_PREFIX + "edge": 0,
-                v.REQ_DB_STATEMENTS: 0, v.REQ_DB_TIME_MS: 0.0, v.REQ_EXT_CALLS: 0,
-                v.REQ_EXT_TIME_MS: 0.0, v.REQ_JOBS_ENQUEUED: 0,
+            v.SPAN_EDGE,
+            kind=SpanKind.SERVER,
+            start_time=start_ns,
+            attributes=_http("GET", "/<path:path>", path, 200)
+            | _configuration(toggles)
+            | {
+                v.CACHE_LAYER: "edge",
+                v.CACHE_OUTCOME: "hit",
+                v.REQ_CACHE_HITS_PREFIX + "edge": 1,
+                v.REQ_CACHE_MISSES_PREFIX + "edge": 0,
+                v.REQ_DB_STATEMENTS: 0,
+                v.REQ_DB_TIME_MS: 0.0,
+                v.REQ_EXT_CALLS: 0,
+                v.REQ_EXT_TIME_MS: 0.0,
+                v.REQ_JOBS_ENQUEUED: 0,
             },
         )
         span.end(end_time=start_ns + MS)
         return _trace_id(span)
 
     # --- parts of a request ------------------------------------------------------------------
-    def _front(self, start_ns: int, toggles: Toggles, method: str, route: str,
-               path: str) -> tuple[tuple[Span, Span], Span]:
+    def _front(
+        self, start_ns: int, toggles: Toggles, method: str, route: str, path: str
+    ) -> tuple[tuple[Span, Span], Span]:
         edge = self.edge.tracer.start_span(
-            v.SPAN_EDGE, kind=SpanKind.SERVER, start_time=start_ns,
-            attributes=_http(method, "/<path:path>", path, 200) | _configuration(toggles) | {
+            v.SPAN_EDGE,
+            kind=SpanKind.SERVER,
+            start_time=start_ns,
+            attributes=_http(method, "/<path:path>", path, 200)
+            | _configuration(toggles)
+            | {
                 v.CACHE_LAYER: "edge",
                 v.REQ_CACHE_HITS_PREFIX + "edge": 0,
                 v.REQ_CACHE_MISSES_PREFIX + "edge": int(toggles.edge_cache),
             },
         )
         client = self.edge.tracer.start_span(
-            method, context=trace.set_span_in_context(edge), kind=SpanKind.CLIENT,
+            method,
+            context=trace.set_span_in_context(edge),
+            kind=SpanKind.CLIENT,
             start_time=start_ns + MS // 2,
         )
         service = self.service.tracer.start_span(
-            f"{method} {route}", context=trace.set_span_in_context(client), kind=SpanKind.SERVER,
-            start_time=start_ns + MS, attributes=_http(method, route, path, 200)
-            | _configuration(toggles),
+            f"{method} {route}",
+            context=trace.set_span_in_context(client),
+            kind=SpanKind.SERVER,
+            start_time=start_ns + MS,
+            attributes=_http(method, route, path, 200) | _configuration(toggles),
         )
         return (edge, client), service
 
-    def _finish(self, service: Span, front: tuple[Span, Span], end_ns: int, *, statements: int,
-                findings: Sequence[Finding] = (), ext_ms: float = 0.0, ext_calls: int = 0,
-                jobs: int = 0, status: int = 200) -> None:
+    def _finish(
+        self,
+        service: Span,
+        front: tuple[Span, Span],
+        end_ns: int,
+        *,
+        statements: int,
+        findings: Sequence[Finding] = (),
+        ext_ms: float = 0.0,
+        ext_calls: int = 0,
+        jobs: int = 0,
+        status: int = 200,
+    ) -> None:
         accounting = {
-            v.REQ_DB_STATEMENTS: statements, v.REQ_DB_TIME_MS: statements * STATEMENT_MS,
-            v.REQ_EXT_CALLS: ext_calls, v.REQ_EXT_TIME_MS: ext_ms, v.REQ_JOBS_ENQUEUED: jobs,
+            v.REQ_DB_STATEMENTS: statements,
+            v.REQ_DB_TIME_MS: statements * STATEMENT_MS,
+            v.REQ_EXT_CALLS: ext_calls,
+            v.REQ_EXT_TIME_MS: ext_ms,
+            v.REQ_JOBS_ENQUEUED: jobs,
         }
         service.set_attributes(accounting | {"http.response.status_code": status})
         if findings:
@@ -165,36 +204,60 @@ class LabTraces:
         if relationship:
             attributes[v.ORM_RELATIONSHIP] = relationship
         span = self.service.tracer.start_span(
-            f"{sql.split()[0]} lab.db", context=trace.set_span_in_context(parent),
-            kind=SpanKind.CLIENT, start_time=start_ns, attributes=attributes,
+            f"{sql.split()[0]} lab.db",
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.CLIENT,
+            start_time=start_ns,
+            attributes=attributes,
         )
         span.end(end_time=start_ns + int(STATEMENT_MS * MS))
 
-    def _third_party(self, parent: Span, start_ns: int, provider: v.Provider,
-                     duration_ms: float, process: Process | None = None) -> None:
+    def _third_party(
+        self,
+        parent: Span,
+        start_ns: int,
+        provider: v.Provider,
+        duration_ms: float,
+        process: Process | None = None,
+    ) -> None:
         span = (process or self.service).tracer.start_span(
-            v.third_party_span_name(provider), context=trace.set_span_in_context(parent),
-            kind=SpanKind.CLIENT, start_time=start_ns,
-            attributes={v.THIRD_PARTY_PROVIDER: provider.value,
-                        v.THIRD_PARTY_MODE: "offloaded" if process else "inline"},
+            v.third_party_span_name(provider),
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.CLIENT,
+            start_time=start_ns,
+            attributes={
+                v.THIRD_PARTY_PROVIDER: provider.value,
+                v.THIRD_PARTY_MODE: "offloaded" if process else "inline",
+            },
         )
         span.end(end_time=start_ns + int(duration_ms * MS))
 
     def _enqueue_and_run(self, parent: Span, start_ns: int, provider: v.Provider) -> None:
         job_id = f"{provider.value}-{start_ns}"
         enqueue = self.service.tracer.start_span(
-            v.SPAN_ENQUEUE, context=trace.set_span_in_context(parent), kind=SpanKind.PRODUCER,
+            v.SPAN_ENQUEUE,
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.PRODUCER,
             start_time=start_ns,
-            attributes={v.JOB_FUNC: f"service.jobs.{provider.value}_task",
-                        v.JOB_QUEUE: "side-effects", v.JOB_ID: job_id},
+            attributes={
+                v.JOB_FUNC: f"latency_lab.service.tasks.{provider.value}_task",
+                v.JOB_QUEUE: "side-effects",
+                v.JOB_ID: job_id,
+            },
         )
         enqueue.end(end_time=start_ns + MS // 2)
         job_start = start_ns + 30 * MS  # waited 30 ms in the queue, after the response
         job = self.worker.tracer.start_span(
-            v.SPAN_JOB, context=trace.set_span_in_context(enqueue), kind=SpanKind.CONSUMER,
+            v.SPAN_JOB,
+            context=trace.set_span_in_context(enqueue),
+            kind=SpanKind.CONSUMER,
             start_time=job_start,
-            attributes={v.JOB_ID: job_id, v.JOB_FUNC: f"service.jobs.{provider.value}_task",
-                        v.JOB_QUEUE: "side-effects", v.JOB_ENQUEUED_AT: start_ns},
+            attributes={
+                v.JOB_ID: job_id,
+                v.JOB_FUNC: f"latency_lab.service.tasks.{provider.value}_task",
+                v.JOB_QUEUE: "side-effects",
+                v.JOB_ENQUEUED_AT: start_ns,
+            },
         )
         self._third_party(job, job_start + MS, provider, 40, process=self.worker)
         job.end(end_time=job_start + 42 * MS)
@@ -210,8 +273,9 @@ class LabTraces:
     def write(self, store: TraceStore) -> None:
         store.write_spans(self.spans())
         for process in (self.edge, self.service, self.worker):
-            store.record_process_stats(service=process.service, role=process.role,
-                                       exported=1, dropped=0)
+            store.record_process_stats(
+                service=process.service, role=process.role, exported=1, dropped=0
+            )
 
 
 @dataclass(frozen=True)
@@ -252,8 +316,12 @@ def _trace_id(span: Span) -> str:
 
 
 def _http(method: str, route: str, path: str, status: int) -> dict[str, Any]:
-    return {"http.request.method": method, "http.route": route, "url.path": path,
-            "http.response.status_code": status}
+    return {
+        "http.request.method": method,
+        "http.route": route,
+        "url.path": path,
+        "http.response.status_code": status,
+    }
 
 
 def _configuration(toggles: Toggles) -> dict[str, Any]:
@@ -261,7 +329,6 @@ def _configuration(toggles: Toggles) -> dict[str, Any]:
     for name, enabled in toggles.model_dump().items():
         attributes[v.TOGGLE_PREFIX + name] = enabled
     return attributes
-
 
 
 # --- RQ job functions for the jobs page's tests (workers import them by name) -------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.redis_server import free_port
+from latency_lab.lab.redis_server import free_port
 from tests.lab_fixtures import (
     FAST_WORLD,
     process_env,
@@ -37,8 +37,13 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LEADS = 300  # every list page the generator asks for (offsets 0, 100, 200) holds 100 leads
@@ -61,12 +66,22 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab
     var_dir = tmp_path_factory.mktemp("lab")
     env = process_env(
         LAB_VAR_DIR=str(var_dir),
-        **{f"LAB_{name}_PORT": str(free_port())
-           for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")},
+        **{
+            f"LAB_{name}_PORT": str(free_port())
+            for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")
+        },
         OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
     )
-    command = [str(Path(sys.executable).parent / "latency-lab"), "up", "--workers", "1",
-               "--rq-workers", "1", "--seed-leads", str(LEADS)]
+    command = [
+        str(Path(sys.executable).parent / "latency-lab"),
+        "up",
+        "--workers",
+        "1",
+        "--rq-workers",
+        "1",
+        "--seed-leads",
+        str(LEADS),
+    ]
     log_file = var_dir / "up.log"
     process = start_process(command, env=env, log_file=log_file)
     try:
@@ -78,8 +93,9 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab
         stop_process(process)
 
 
-def _wait_for_lab(lab_file: Path, process: subprocess.Popen[bytes],
-                  log_file: Path) -> dict[str, str]:
+def _wait_for_lab(
+    lab_file: Path, process: subprocess.Popen[bytes], log_file: Path
+) -> dict[str, str]:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -128,10 +144,12 @@ def test_eager_loading_switched_on_in_the_browser_drops_statements_per_request(
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_role("button", name="Start").click()
         finished = sidebar.get_by_text(
-            re.compile(rf"^Run {run}: {REQUESTS}/{REQUESTS} requests, finished"))
+            re.compile(rf"^Run {run}: {REQUESTS}/{REQUESTS} requests, finished")
+        )
         expect(finished).to_be_visible(timeout=60_000)
-        expect(sidebar.get_by_text(f"Statements / request: {expected_statements}")) \
-            .to_be_visible(timeout=5_000)
+        expect(sidebar.get_by_text(f"Statements / request: {expected_statements}")).to_be_visible(
+            timeout=5_000
+        )
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -163,8 +181,9 @@ def test_eager_loading_switched_on_in_the_browser_drops_statements_per_request(
 
             for name in ("compare", "trace_explorer"):
                 page.goto(f"{running_lab.dashboard}/{name}")
-                expect(page.locator('[data-testid="stPlotlyChart"]').first) \
-                    .to_be_visible(timeout=30_000)
+                expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(
+                    timeout=30_000
+                )
                 page.wait_for_timeout(1_500)
                 page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"))
         except Exception:
@@ -203,7 +222,8 @@ def test_every_pages_url_opens_that_page(running_lab: RunningLab) -> None:
                 assert page.url.split("?")[0].rstrip("/").endswith(f"/{path}")
             page.goto(f"{running_lab.dashboard}/?window=300")
             expect(page.locator("h1").filter(has_text=re.compile("^Live$"))).to_be_visible(
-                timeout=30_000)
+                timeout=30_000
+            )
             page.wait_for_url(re.compile(r"/live\?window=300$"), timeout=10_000)
         except Exception:
             ARTIFACTS.mkdir(exist_ok=True)

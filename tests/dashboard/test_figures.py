@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from dashboard import configs, data, figures, traces
-from service.toggles import Toggles
+from latency_lab.core.toggles import Toggles
+from latency_lab.dashboard import configs, data, figures, traces
 
 OFF, EAGER = Toggles().label(), Toggles(eager_loading=True).label()
 ALL_ON = Toggles.all_on().label()
@@ -17,9 +17,15 @@ def buckets(*rows: tuple[int, str, float, float]) -> pd.DataFrame:
     """Time series rows: (seconds after T0, configuration, p50, statements)."""
     frame = pd.DataFrame(
         [
-            {"time": T0 + pd.Timedelta(seconds=s), "config": c, "p50_ms": p50,
-             "p95_ms": p50 * 2, "requests": 10, "statements": statements,
-             "first_ns": int((T0 + pd.Timedelta(seconds=s)).value) + i}
+            {
+                "time": T0 + pd.Timedelta(seconds=s),
+                "config": c,
+                "p50_ms": p50,
+                "p95_ms": p50 * 2,
+                "requests": 10,
+                "statements": statements,
+                "first_ns": int((T0 + pd.Timedelta(seconds=s)).value) + i,
+            }
             for i, (s, c, p50, statements) in enumerate(rows)
         ]
     )
@@ -38,8 +44,14 @@ def test_short_labels_name_the_switches_in_the_articles_order() -> None:
 
 
 def test_flips_are_changes_of_configuration_between_consecutive_buckets() -> None:
-    series = buckets((0, OFF, 500, 301), (10, OFF, 480, 301), (20, EAGER, 60, 1),
-                     (20, OFF, 490, 301), (30, EAGER, 55, 1), (40, OFF, 470, 301))
+    series = buckets(
+        (0, OFF, 500, 301),
+        (10, OFF, 480, 301),
+        (20, EAGER, 60, 1),
+        (20, OFF, 490, 301),
+        (30, EAGER, 55, 1),
+        (40, OFF, 470, 301),
+    )
     # in the bucket at 20 s the old configuration came first: ordered by first request
     series.loc[3, "first_ns"] = series.loc[2, "first_ns"] - 1
 
@@ -104,33 +116,52 @@ def test_every_chart_explains_itself_when_empty(draw: object) -> None:
 
 # --- compare -------------------------------------------------------------------------------------
 def test_impact_bars_put_the_fastest_on_top_with_the_ratio() -> None:
-    summary = pd.DataFrame({
-        "config": [OFF, EAGER, ALL_ON], "label": ["all off", "eager", "all on"],
-        "p50_ms": [500.0, 100.0, 10.0], "p95_ms": [900.0, 200.0, 20.0],
-        "requests_per_s": [8.0, 30.0, 100.0], "statements": [301.0, 1.0, 0.5],
-    })
+    summary = pd.DataFrame(
+        {
+            "config": [OFF, EAGER, ALL_ON],
+            "label": ["all off", "eager", "all on"],
+            "p50_ms": [500.0, 100.0, 10.0],
+            "p95_ms": [900.0, 200.0, 20.0],
+            "requests_per_s": [8.0, 30.0, 100.0],
+            "statements": [301.0, 1.0, 0.5],
+        }
+    )
     table = data.impact_table(summary)
     figure = figures.impact_bars(table)
 
-    assert table["speedup"].tolist() == ["1.0\u00d7 baseline", "5.0\u00d7 faster",
-                                         "50.0\u00d7 faster"]
+    assert table["speedup"].tolist() == [
+        "1.0\u00d7 baseline",
+        "5.0\u00d7 faster",
+        "50.0\u00d7 faster",
+    ]
     assert table["throughput_vs_baseline"].tolist() == [1.0, 3.75, 12.5]
     bars = figure.data[0]
     assert list(bars.y) == ["all on", "eager", "all off"]
-    assert list(bars.marker.color) == [figures.ALL_ON_COLOR, figures.config_color(EAGER),
-                                       figures.BASELINE_COLOR]
+    assert list(bars.marker.color) == [
+        figures.ALL_ON_COLOR,
+        figures.config_color(EAGER),
+        figures.BASELINE_COLOR,
+    ]
 
 
 def test_time_by_kind_stacks_kinds_with_background_apart() -> None:
-    breakdown = pd.DataFrame({
-        "config": [OFF, OFF, ALL_ON, ALL_ON], "label": ["all off", "all off", "all on", "all on"],
-        "kind": ["database", "third_party", "cache", traces.BACKGROUND],
-        "time_ms": [240.0, 100.0, 1.0, 80.0], "spans": [301.0, 1.0, 1.0, 3.0],
-    })
+    breakdown = pd.DataFrame(
+        {
+            "config": [OFF, OFF, ALL_ON, ALL_ON],
+            "label": ["all off", "all off", "all on", "all on"],
+            "kind": ["database", "third_party", "cache", traces.BACKGROUND],
+            "time_ms": [240.0, 100.0, 1.0, 80.0],
+            "spans": [301.0, 1.0, 1.0, 3.0],
+        }
+    )
     figure = figures.time_by_kind(breakdown)
 
-    assert [t.name for t in figure.data] == ["database", "cache", "third party",
-                                             "background job (off the request path)"]
+    assert [t.name for t in figure.data] == [
+        "database",
+        "cache",
+        "third party",
+        "background job (off the request path)",
+    ]
     assert figure.layout.barmode == "stack"
     assert figure.data[-1].marker.pattern.shape == "/"
     counts = figures.span_counts(breakdown)
@@ -140,14 +171,21 @@ def test_time_by_kind_stacks_kinds_with_background_apart() -> None:
 
 # --- one trace -----------------------------------------------------------------------------------
 def test_waterfall_outlines_n_plus_one_rows_and_flags_their_labels() -> None:
-    segments = pd.DataFrame({
-        "row": [0, 1, 1, 1, 2],
-        "label": ["service: GET /api/leads", *["SQL … (Lead.owner) \u00d73"] * 3,
-                  "third_party.call email"],
-        "start_ms": [0.0, 1.0, 2.0, 3.0, 4.0], "duration_ms": [10.0, 0.5, 0.5, 0.5, 5.0],
-        "kind": ["application", "database", "database", "database", "third_party"],
-        "detail": ["a", "b", "b", "b", "c"], "n_plus_one": [False, True, True, True, False],
-    })
+    segments = pd.DataFrame(
+        {
+            "row": [0, 1, 1, 1, 2],
+            "label": [
+                "service: GET /api/leads",
+                *["SQL … (Lead.owner) \u00d73"] * 3,
+                "third_party.call email",
+            ],
+            "start_ms": [0.0, 1.0, 2.0, 3.0, 4.0],
+            "duration_ms": [10.0, 0.5, 0.5, 0.5, 5.0],
+            "kind": ["application", "database", "database", "database", "third_party"],
+            "detail": ["a", "b", "b", "b", "c"],
+            "n_plus_one": [False, True, True, True, False],
+        }
+    )
     figure = figures.waterfall(segments)
 
     database = next(t for t in figure.data if t.name == "database")
@@ -159,8 +197,13 @@ def test_waterfall_outlines_n_plus_one_rows_and_flags_their_labels() -> None:
 
 
 def test_job_durations_show_waiting_and_running_per_task() -> None:
-    finished = pd.DataFrame({"task": ["send_owner_email", "track_event"],
-                             "wait_ms": [12.0, 30.0], "run_ms": [80.0, 40.0]})
+    finished = pd.DataFrame(
+        {
+            "task": ["send_owner_email", "track_event"],
+            "wait_ms": [12.0, 30.0],
+            "run_ms": [80.0, 40.0],
+        }
+    )
     figure = figures.job_durations(finished)
 
     assert sorted(t.name for t in figure.data) == ["running", "waiting in the queue"]

@@ -21,28 +21,49 @@ OpenPage = Callable[[str], AppTest]
 def write_lab_json(var: Path, children: dict[str, dict[str, Any]]) -> None:
     """A lab.json naming this test process as the lab, so that it counts as running."""
     me = psutil.Process()
-    (var / "lab.json").write_text(json.dumps({
-        "pid": me.pid, "started_at": me.create_time(), "urls": {},
-        "processes": {name: child["pid"] for name, child in children.items()},
-        "log_dir": str(var / "log"), "owns_redis": True, "children": children,
-    }))
+    (var / "lab.json").write_text(
+        json.dumps(
+            {
+                "pid": me.pid,
+                "started_at": me.create_time(),
+                "urls": {},
+                "processes": {name: child["pid"] for name, child in children.items()},
+                "log_dir": str(var / "log"),
+                "owns_redis": True,
+                "children": children,
+            }
+        )
+    )
 
 
 def child(state: str, restarts: int = 0, last_exit: str | None = None) -> dict[str, Any]:
-    return {"pid": 999_999, "state": state, "started_at": time.time() - 60,
-            "restarts": restarts, "last_exit": last_exit, "essential": False}
+    return {
+        "pid": 999_999,
+        "state": state,
+        "started_at": time.time() - 60,
+        "restarts": restarts,
+        "last_exit": last_exit,
+        "essential": False,
+    }
 
 
 def sidebar_text(app: AppTest) -> str:
-    return "\n".join(str(e.value) for e in [*app.sidebar.error, *app.sidebar.warning,
-                                              *app.sidebar.caption])
+    return "\n".join(
+        str(e.value) for e in [*app.sidebar.error, *app.sidebar.warning, *app.sidebar.caption]
+    )
 
 
 def test_each_process_is_listed_with_its_state_and_restarts(
-        lab_env: FakeLab, open_page: OpenPage, tmp_path: Path) -> None:
-    write_lab_json(tmp_path, {"service": child("up", 2, "was killed by SIGKILL"),
-                              "worker-1": child("not responding"),
-                              "dashboard": child("down", 4, "exited (1)")})
+    lab_env: FakeLab, open_page: OpenPage, tmp_path: Path
+) -> None:
+    write_lab_json(
+        tmp_path,
+        {
+            "service": child("up", 2, "was killed by SIGKILL"),
+            "worker-1": child("not responding"),
+            "dashboard": child("down", 4, "exited (1)"),
+        },
+    )
 
     app = open_page("live")
 

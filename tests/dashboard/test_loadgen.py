@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dashboard.loadgen import (
+from latency_lab.lab.loadgen import (
     Endpoint,
     LoadError,
     LoadGenerator,

@@ -16,11 +16,11 @@ import redis
 from rq import Queue, SimpleWorker
 from streamlit.testing.v1 import AppTest
 
-from dashboard import data, panels
-from service.offload import QUEUE_NAME
-from service.redis_server import free_port
-from service.toggles import Toggles
-from telemetry.store import TraceStore
+from latency_lab.core.toggles import Toggles
+from latency_lab.dashboard import data, panels
+from latency_lab.lab.redis_server import free_port
+from latency_lab.service.offload import QUEUE_NAME
+from latency_lab.telemetry.store import TraceStore
 from tests.dashboard.conftest import LIST_STATEMENTS, FakeLab
 from tests.dashboard.factories import MS, LabTraces, Workshop, delivered, refused
 
@@ -313,16 +313,30 @@ INLINE_CREATE_MS, OFFLOADED_CREATE_MS, EDGE_HIT_MS = edge_ms(2, 3), edge_ms(2, 0
 WORKSHOP = {
     # configuration: (edge durations, statements, third-party ms, jobs, edge hits, edge misses,
     #                 seconds between the first and the last request)
-    "all off": ([LAZY_MS] * 6 + [INLINE_CREATE_MS], [LIST_STATEMENTS] * 6 + [2],
-                [0.0] * 6 + [60.0], [0] * 7, 0, 0, 2.0),
+    "all off": (
+        [LAZY_MS] * 6 + [INLINE_CREATE_MS],
+        [LIST_STATEMENTS] * 6 + [2],
+        [0.0] * 6 + [60.0],
+        [0] * 7,
+        0,
+        0,
+        2.0,
+    ),
     "eager": ([EAGER_MS] * 6, [1] * 6, [0.0] * 6, [0] * 6, 0, 0, 0.5),
-    "all on": ([EDGE_HIT_MS] * 6 + [EAGER_MS, OFFLOADED_CREATE_MS], [0] * 6 + [1, 2],
-               [0.0] * 8, [0] * 7 + [3], 6, 2, 0.4),
+    "all on": (
+        [EDGE_HIT_MS] * 6 + [EAGER_MS, OFFLOADED_CREATE_MS],
+        [0] * 6 + [1, 2],
+        [0.0] * 8,
+        [0] * 7 + [3],
+        6,
+        2,
+        0.4,
+    ),
 }
 
 
 def expected_row(label: str) -> dict[str, Any]:
-    from telemetry.percentiles import nearest_rank
+    from latency_lab.telemetry.percentiles import nearest_rank
 
     durations, statements, ext, jobs, hits, misses, seconds = WORKSHOP[label]
     count = len(durations)
@@ -350,17 +364,27 @@ def test_live_cards_are_the_current_configurations_numbers(
 
     shown = {label: (metric.value, metric.delta or None) for label, metric in metrics(app).items()}
     assert shown == {
-        "p50 latency": (panels.ms(now["p50_ms"]), panels.delta(now["p50_ms"], before["p50_ms"],
-                                                               " ms")),
-        "p95 latency": (panels.ms(now["p95_ms"]), panels.delta(now["p95_ms"], before["p95_ms"],
-                                                               " ms")),
-        "p99 latency": (panels.ms(now["p99_ms"]), panels.delta(now["p99_ms"], before["p99_ms"],
-                                                               " ms")),
-        "Requests / s": (panels.number(now["requests_per_s"]),
-                         panels.delta(now["requests_per_s"], before["requests_per_s"])),
+        "p50 latency": (
+            panels.ms(now["p50_ms"]),
+            panels.delta(now["p50_ms"], before["p50_ms"], " ms"),
+        ),
+        "p95 latency": (
+            panels.ms(now["p95_ms"]),
+            panels.delta(now["p95_ms"], before["p95_ms"], " ms"),
+        ),
+        "p99 latency": (
+            panels.ms(now["p99_ms"]),
+            panels.delta(now["p99_ms"], before["p99_ms"], " ms"),
+        ),
+        "Requests / s": (
+            panels.number(now["requests_per_s"]),
+            panels.delta(now["requests_per_s"], before["requests_per_s"]),
+        ),
         "Error rate": ("0%", None),
-        "Statements / request": (panels.number(now["statements"]),
-                                 panels.delta(now["statements"], before["statements"])),
+        "Statements / request": (
+            panels.number(now["statements"]),
+            panels.delta(now["statements"], before["statements"]),
+        ),
         "Third-party time / request": ("0.0 ms", None),
         "Edge (CDN) hit rate": (panels.pct(now["hit_rate_edge"]), None),
         "L1 Redis hit rate": ("—", None),
@@ -403,8 +427,9 @@ def test_compare_table_cells_are_each_configurations_numbers(
         assert row["edge_hits"] == panels.pct(want["hit_rate_edge"]), label
         assert (row["l1_hits"], row["l2_hits"], row["errors"]) == ("—", "—", "0%"), label
         ratio = want["p50_ms"] / base["p50_ms"]
-        assert row["speedup"] == (f"{1 / ratio:.1f}\u00d7 faster" if ratio < 1
-                                  else f"{ratio:.1f}\u00d7 baseline"), label
+        assert row["speedup"] == (
+            f"{1 / ratio:.1f}\u00d7 faster" if ratio < 1 else f"{ratio:.1f}\u00d7 baseline"
+        ), label
         throughput = want["requests_per_s"] / base["requests_per_s"]
         assert f"{row['throughput_vs_baseline']:.1f}" == f"{throughput:.1f}", label
     assert table.loc["all off", "p50_ms"] == 97.0 and table.loc["all off", "ext_ms"] == 60 / 7
@@ -422,11 +447,14 @@ def test_compare_headline_is_all_off_against_all_on(
     assert shown["p50, all off \u2192 all on"].value == "97.0 ms \u2192 1.0 ms"
     assert shown["p50, all off \u2192 all on"].delta == f"{1.0 / 97.0 - 1:+.1%}" == "-99.0%"
     assert shown["Throughput"].value == "8.0 requests/s"
-    assert shown["Throughput"].delta == f"{new['requests_per_s'] / old['requests_per_s']:.1f}" \
+    assert (
+        shown["Throughput"].delta == f"{new['requests_per_s'] / old['requests_per_s']:.1f}"
         "\u00d7 all off"
+    )
     assert shown["Statements per request"].value == "0.4"
-    assert shown["Statements per request"].delta == panels.delta(new["statements"],
-                                                                 old["statements"])
+    assert shown["Statements per request"].delta == panels.delta(
+        new["statements"], old["statements"]
+    )
 
 
 def test_compare_kind_table_counts_spans_per_request(
@@ -450,15 +478,36 @@ def test_compare_kind_table_counts_spans_per_request(
 @pytest.mark.parametrize(
     ("trace", "cards"),
     [
-        ("lazy_list", {"Duration": "97.0 ms", "Database": f"{31 * 2.5:.1f} ms",
-                       "Third party (inline)": "—", "Spans": "34",
-                       "Off the request path": "—"}),
-        ("inline_create", {"Duration": "73.0 ms", "Database": "5.0 ms",
-                           "Third party (inline)": "60.0 ms", "Spans": "8",
-                           "Off the request path": "—"}),
-        ("offloaded_create", {"Duration": "13.0 ms", "Database": "5.0 ms",
-                              "Third party (inline)": "—", "Spans": "14",
-                              "Off the request path": "126 ms"}),
+        (
+            "lazy_list",
+            {
+                "Duration": "97.0 ms",
+                "Database": f"{31 * 2.5:.1f} ms",
+                "Third party (inline)": "—",
+                "Spans": "34",
+                "Off the request path": "—",
+            },
+        ),
+        (
+            "inline_create",
+            {
+                "Duration": "73.0 ms",
+                "Database": "5.0 ms",
+                "Third party (inline)": "60.0 ms",
+                "Spans": "8",
+                "Off the request path": "—",
+            },
+        ),
+        (
+            "offloaded_create",
+            {
+                "Duration": "13.0 ms",
+                "Database": "5.0 ms",
+                "Third party (inline)": "—",
+                "Spans": "14",
+                "Off the request path": "126 ms",
+            },
+        ),
     ],
 )
 def test_trace_explorer_cards_are_the_traces_numbers(
@@ -493,8 +542,10 @@ def test_tour_checks_show_the_measured_numbers(
 
     assert "edge hit rate: 75% \u2713" in texts(app.success)
     assert "p50 latency: 1.0 ms (measure the step before to compare) \u2026" in texts(app.info)
-    assert "**The whole journey:** p50, all off \u2192 all on: 97.0 ms \u2192 1.0 ms \u2713" \
+    assert (
+        "**The whole journey:** p50, all off \u2192 all on: 97.0 ms \u2192 1.0 ms \u2713"
         in texts(app.markdown)
+    )
 
 
 def test_jobs_page_shows_every_registry(
@@ -510,7 +561,11 @@ def test_jobs_page_shows_every_registry(
     app = open_page("jobs")
 
     assert {label: metric.value for label, metric in metrics(app).items()} == {
-        "Queued": "0", "Running": "0", "Finished": "3", "Failed": "0", "Retrying": "0",
+        "Queued": "0",
+        "Running": "0",
+        "Finished": "3",
+        "Failed": "0",
+        "Retrying": "0",
     }
     assert "No failed jobs" in texts(app.caption)
 

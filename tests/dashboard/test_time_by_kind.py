@@ -2,8 +2,8 @@
 
 The edge, the service (gunicorn) and an RQ worker run as the lab runs them, writing to one trace
 store; requests go through the edge (and straight to the service) in each configuration. For
-every trace, the self times by kind that the trace explorer shows (``dashboard.traces``) must sum
-to the front door's duration, and the edge, the service and the request's jobs must all be
+every trace, the self times by kind that the trace explorer shows (``latency_lab.dashboard.traces``)
+must sum to the front door's duration, and the edge, the service and the request's jobs must all be
 labelled with the configuration the edge decided on, also while the shared toggles flip.
 """
 
@@ -17,11 +17,11 @@ import httpx
 import pandas as pd
 import pytest
 
-from dashboard import traces
-from service.shared_state import SharedState
-from service.toggles import TOGGLE_HEADER, Toggles
-from telemetry import vocabulary as v
-from telemetry.store import TraceStore
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
+from latency_lab.dashboard import traces
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.store import TraceStore
 from tests.deploy.edge_contract import NEW_LEAD
 from tests.lab_fixtures import ServiceProcess, eventually, trace_id_of
 from tests.service.test_edge_with_service import edge_url  # noqa: F401 (a fixture)
@@ -88,10 +88,13 @@ def test_time_by_kind_adds_up_in_every_configuration(
     edge_miss, edge_hit = _get(edge_url, EDGE_ONLY), _get(edge_url, EDGE_ONLY)
     offloaded = _get(edge_url, EAGER_OFFLOAD)
     l1_miss, l1_hit = (_get(edge_url, L1, "/api/leads?limit=7") for _ in range(2))
-    stats = [_get(edge_url, ALL_ON.model_copy(update={"edge_cache": False}), "/api/stats")
-             for _ in range(2)]
-    created = httpx.post(f"{edge_url}/api/leads", headers={TOGGLE_HEADER: ALL_OFF.label()},
-                         json=NEW_LEAD, timeout=30)
+    stats = [
+        _get(edge_url, ALL_ON.model_copy(update={"edge_cache": False}), "/api/stats")
+        for _ in range(2)
+    ]
+    created = httpx.post(
+        f"{edge_url}/api/leads", headers={TOGGLE_HEADER: ALL_OFF.label()}, json=NEW_LEAD, timeout=30
+    )
     assert created.status_code == 201, created.text
     assert [r.headers["X-Cache"] for r in (off, edge_miss, edge_hit)] == ["BYPASS", "MISS", "HIT"]
 
@@ -122,15 +125,18 @@ def test_the_edge_the_service_and_the_jobs_apply_one_configuration_while_toggles
         step = 0
         while not stop.is_set():
             step += 1
-            shared.set_toggles(Toggles(async_offload=True, eager_loading=step % 2 == 0,
-                                       edge_cache=step % 3 == 0))
+            shared.set_toggles(
+                Toggles(async_offload=True, eager_loading=step % 2 == 0, edge_cache=step % 3 == 0)
+            )
             time.sleep(0.03)
 
     flipper = threading.Thread(target=flip)
     flipper.start()
     try:
-        ids = [trace_id_of(httpx.get(f"{edge_url}/api/leads?limit=3&offset={i}", timeout=30))
-               for i in range(30)]
+        ids = [
+            trace_id_of(httpx.get(f"{edge_url}/api/leads?limit=3&offset={i}", timeout=30))
+            for i in range(30)
+        ]
     finally:
         stop.set()
         flipper.join()
@@ -140,13 +146,17 @@ def test_the_edge_the_service_and_the_jobs_apply_one_configuration_while_toggles
     for trace_id in ids:
         annotated = _settled_trace(store, trace_id, jobs=1)
         rows = [r for r in store.recent_requests(limit=1000) if r["trace_id"] == trace_id]
-        job_configs = {a.get(v.CONFIG_KEY) for a, name in
-                       zip(annotated["attributes"], annotated["name"], strict=True)
-                       if name == v.SPAN_JOB}
+        job_configs = {
+            a.get(v.CONFIG_KEY)
+            for a, name in zip(annotated["attributes"], annotated["name"], strict=True)
+            if name == v.SPAN_JOB
+        }
         labels[trace_id] = {str(r["config"]) for r in rows} | {str(c) for c in job_configs}
         seen_configs |= labels[trace_id]
     mixed = {t: found for t, found in labels.items() if len(found) != 1}
-    print(f"\n{len(ids)} requests during flips, {len(seen_configs)} configurations seen, "
-          f"{len(mixed)} labelled with more than one")
+    print(
+        f"\n{len(ids)} requests during flips, {len(seen_configs)} configurations seen, "
+        f"{len(mixed)} labelled with more than one"
+    )
     assert len(seen_configs) >= 2, "the toggles did not flip during the requests"
     assert mixed == {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard import tour
-from service.toggles import ARTICLE_ORDER, Toggles
+from latency_lab.core.toggles import ARTICLE_ORDER, Toggles
+from latency_lab.dashboard import tour
 
 
 def test_steps_follow_the_article_one_switch_at_a_time() -> None:
@@ -40,7 +40,7 @@ def test_a_comparison_waits_for_the_step_before() -> None:
 
 def _unresolved(target: str) -> str | None:
     """Why the tour cannot show ``module:qualname``, or None when it can."""
-    from dashboard.data import source_of
+    from latency_lab.dashboard.data import source_of
 
     shown = source_of(target)
     name = target.partition(":")[2].rsplit(".", 1)[-1]
@@ -51,12 +51,10 @@ def _unresolved(target: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize(
-    "step", tour.STEPS, ids=[f"step{step.number}" for step in tour.STEPS]
-)
+@pytest.mark.parametrize("step", tour.STEPS, ids=[f"step{step.number}" for step in tour.STEPS])
 def test_every_code_reference_of_the_step_resolves(step: tour.TourStep) -> None:
     """What the page shows under "The code this switch selects" is real code, for every step:
-    the same function the page calls (``dashboard.data.source_of``), every target."""
+    the same function the page calls (``latency_lab.dashboard.data.source_of``), every target."""
     assert step.code, f"step {step.number} names no code"
     problems = [problem for target in step.code if (problem := _unresolved(target))]
     assert not problems, f"step {step.number} ({step.title}) shows no code for: {problems}"

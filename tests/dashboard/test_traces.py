@@ -6,44 +6,91 @@ from typing import Any
 
 import pandas as pd
 
-from dashboard import data, traces
-from service.toggles import Toggles
-from telemetry import vocabulary as v
-from telemetry.nplusone import normalize_statement
+from latency_lab.core.toggles import Toggles
+from latency_lab.dashboard import data, traces
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import normalize_statement
 from tests.dashboard.factories import LAZY, LabTraces
 
 MS = 1_000_000
 
 
-def span(span_id: str, parent: str | None, name: str, kind: str, lab_kind: str, start: float,
-         end: float, **extra: Any) -> dict[str, Any]:
-    return {"trace_id": "t" * 32, "span_id": span_id, "parent_span_id": parent, "name": name,
-            "kind": kind, "service": "latency-lab-service", "start_ns": int(start * MS),
-            "end_ns": int(end * MS), "duration_ms": end - start, "status": "UNSET",
-            "lab_kind": lab_kind, "statement": extra.pop("statement", None),
-            "attributes": extra}
+def span(
+    span_id: str,
+    parent: str | None,
+    name: str,
+    kind: str,
+    lab_kind: str,
+    start: float,
+    end: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "trace_id": "t" * 32,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": name,
+        "kind": kind,
+        "service": "latency-lab-service",
+        "start_ns": int(start * MS),
+        "end_ns": int(end * MS),
+        "duration_ms": end - start,
+        "status": "UNSET",
+        "lab_kind": lab_kind,
+        "statement": extra.pop("statement", None),
+        "attributes": extra,
+    }
 
 
 def inline_request() -> pd.DataFrame:
     """An edge-forwarded request: two statements, one inline third-party call (with its HTTP
     client and the simulator's server span beneath), and an enqueued job run by a worker."""
-    return traces.span_frame([
-        span("e", None, v.SPAN_EDGE, "SERVER", "application", 0, 100),
-        span("c", "e", "GET", "CLIENT", "application", 1, 99),
-        span("s", "c", "GET /api/leads", "SERVER", "application", 2, 98),
-        span("d1", "s", "SELECT", "CLIENT", "database", 3, 13, statement="SELECT 1"),
-        span("d2", "s", "SELECT", "CLIENT", "database", 13, 23, statement="SELECT 2"),
-        span("x", "s", "third_party.call analytics", "CLIENT", "third_party", 30, 80,
-             **{v.THIRD_PARTY_PROVIDER: "analytics"}),
-        span("xh", "x", "POST", "CLIENT", "application", 31, 79),
-        span("xs", "xh", "POST /analytics", "SERVER", "application", 32, 78),
-        span("q", "s", v.SPAN_ENQUEUE, "PRODUCER", "queue", 85, 86),
-        span("j", "q", v.SPAN_JOB, "CONSUMER", "queue", 150, 190,
-             **{v.JOB_ENQUEUED_AT: 85 * MS, v.JOB_FUNC: "service.jobs.track_event",
-                v.JOB_QUEUE: "side-effects"}),
-        span("jx", "j", "third_party.call email", "CLIENT", "third_party", 151, 189,
-             **{v.THIRD_PARTY_PROVIDER: "email"}),
-    ])
+    return traces.span_frame(
+        [
+            span("e", None, v.SPAN_EDGE, "SERVER", "application", 0, 100),
+            span("c", "e", "GET", "CLIENT", "application", 1, 99),
+            span("s", "c", "GET /api/leads", "SERVER", "application", 2, 98),
+            span("d1", "s", "SELECT", "CLIENT", "database", 3, 13, statement="SELECT 1"),
+            span("d2", "s", "SELECT", "CLIENT", "database", 13, 23, statement="SELECT 2"),
+            span(
+                "x",
+                "s",
+                "third_party.call analytics",
+                "CLIENT",
+                "third_party",
+                30,
+                80,
+                **{v.THIRD_PARTY_PROVIDER: "analytics"},
+            ),
+            span("xh", "x", "POST", "CLIENT", "application", 31, 79),
+            span("xs", "xh", "POST /analytics", "SERVER", "application", 32, 78),
+            span("q", "s", v.SPAN_ENQUEUE, "PRODUCER", "queue", 85, 86),
+            span(
+                "j",
+                "q",
+                v.SPAN_JOB,
+                "CONSUMER",
+                "queue",
+                150,
+                190,
+                **{
+                    v.JOB_ENQUEUED_AT: 85 * MS,
+                    v.JOB_FUNC: "latency_lab.service.tasks.track_event",
+                    v.JOB_QUEUE: "side-effects",
+                },
+            ),
+            span(
+                "jx",
+                "j",
+                "third_party.call email",
+                "CLIENT",
+                "third_party",
+                151,
+                189,
+                **{v.THIRD_PARTY_PROVIDER: "email"},
+            ),
+        ]
+    )
 
 
 def test_self_time_by_kind_adds_up_to_the_request_on_its_path() -> None:
@@ -60,17 +107,28 @@ def test_self_time_by_kind_adds_up_to_the_request_on_its_path() -> None:
 
 def edge_miss_request() -> pd.DataFrame:
     """``edge_cache`` on and a miss: the edge's cache lookup wraps the whole forwarded request."""
-    return traces.span_frame([
-        span("e", None, v.SPAN_EDGE, "SERVER", "application", 0, 100),
-        span("l", "e", "cache.lookup edge", "INTERNAL", "cache", 1, 99,
-             **{v.CACHE_LAYER: "edge"}),
-        span("c", "l", "GET", "CLIENT", "application", 2, 98),
-        span("s", "c", "GET /api/leads", "SERVER", "application", 3, 97),
-        span("d1", "s", "SELECT", "CLIENT", "database", 4, 34, statement="SELECT 1"),
-        span("x", "s", "third_party.call analytics", "CLIENT", "third_party", 40, 90,
-             **{v.THIRD_PARTY_PROVIDER: "analytics"}),
-        span("xh", "x", "POST", "CLIENT", "application", 41, 89),
-    ])
+    return traces.span_frame(
+        [
+            span("e", None, v.SPAN_EDGE, "SERVER", "application", 0, 100),
+            span(
+                "l", "e", "cache.lookup edge", "INTERNAL", "cache", 1, 99, **{v.CACHE_LAYER: "edge"}
+            ),
+            span("c", "l", "GET", "CLIENT", "application", 2, 98),
+            span("s", "c", "GET /api/leads", "SERVER", "application", 3, 97),
+            span("d1", "s", "SELECT", "CLIENT", "database", 4, 34, statement="SELECT 1"),
+            span(
+                "x",
+                "s",
+                "third_party.call analytics",
+                "CLIENT",
+                "third_party",
+                40,
+                90,
+                **{v.THIRD_PARTY_PROVIDER: "analytics"},
+            ),
+            span("xh", "x", "POST", "CLIENT", "application", 41, 89),
+        ]
+    )
 
 
 def test_the_edge_cache_lookup_does_not_turn_the_forwarded_request_into_cache_time() -> None:
@@ -80,7 +138,12 @@ def test_the_edge_cache_lookup_does_not_turn_the_forwarded_request_into_cache_ti
     by_kind = traces.time_by_kind(annotated).set_index("kind")["time_ms"]
 
     assert kinds[["d1", "x", "xh", "s", "c"]].tolist() == [
-        "database", "third_party", "third_party", "application", "application"]
+        "database",
+        "third_party",
+        "third_party",
+        "application",
+        "application",
+    ]
     assert (by_kind["database"], by_kind["third_party"], by_kind["cache"]) == (30.0, 50.0, 2.0)
     assert by_kind.sum() == 100.0
 
@@ -99,16 +162,14 @@ def test_worker_spans_are_background_and_server_spans_do_not_pass_their_kind_dow
 def test_an_edge_hit_is_cache_time() -> None:
     recorder = LabTraces()
     recorder.edge_hit(0, Toggles.all_on())
-    rows = [
-        {**_row(s), "attributes": dict(s.attributes or {})} for s in recorder.spans()
-    ]
+    rows = [{**_row(s), "attributes": dict(s.attributes or {})} for s in recorder.spans()]
     annotated = traces.annotate(traces.span_frame(rows))
 
     assert annotated["effective_kind"].tolist() == ["cache"]
 
 
 def _row(readable: Any) -> dict[str, Any]:
-    from telemetry.store import span_row
+    from latency_lab.telemetry.store import span_row
 
     row = span_row(readable)
     row.pop("attributes")
@@ -133,8 +194,9 @@ def test_waterfall_groups_repeated_statements_and_flags_n_plus_one() -> None:
 
     segments = traces.waterfall(annotated, findings)
 
-    per_row = segments.groupby("row").agg(label=("label", "first"), count=("count", "first"),
-                                          n_plus_one=("n_plus_one", "all"))
+    per_row = segments.groupby("row").agg(
+        label=("label", "first"), count=("count", "first"), n_plus_one=("n_plus_one", "all")
+    )
     flagged = per_row[per_row["n_plus_one"]]
     assert flagged["count"].tolist() == [6, 6, 6]
     assert all(label.endswith("\u00d76") for label in flagged["label"])
@@ -147,24 +209,39 @@ def test_waterfall_groups_repeated_statements_and_flags_n_plus_one() -> None:
 
 def test_merge_summaries_prefers_the_edge_and_falls_back_to_the_service() -> None:
     def row(config: str, p50: float, statements: float, **extra: Any) -> dict[str, Any]:
-        return {"config": config, "requests": 10, "p50_ms": p50, "p95_ms": p50, "p99_ms": p50,
-                "avg_ms": p50, "error_rate": 0.0, "first_ns": 0, "last_ns": 5 * 10**9,
-                "avg_db_statements": statements, "avg_db_time_ms": 0.0, "avg_ext_calls": 0.0,
-                "avg_ext_time_ms": 0.0, "avg_jobs_enqueued": 0.0, "hit_rate_edge": None,
-                "hit_rate_redis": None, "hit_rate_app": None, "n_plus_one_requests": 0,
-                **extra}
+        return {
+            "config": config,
+            "requests": 10,
+            "p50_ms": p50,
+            "p95_ms": p50,
+            "p99_ms": p50,
+            "avg_ms": p50,
+            "error_rate": 0.0,
+            "first_ns": 0,
+            "last_ns": 5 * 10**9,
+            "avg_db_statements": statements,
+            "avg_db_time_ms": 0.0,
+            "avg_ext_calls": 0.0,
+            "avg_ext_time_ms": 0.0,
+            "avg_jobs_enqueued": 0.0,
+            "hit_rate_edge": None,
+            "hit_rate_redis": None,
+            "hit_rate_app": None,
+            "n_plus_one_requests": 0,
+            **extra,
+        }
 
     # The edge saw a=on: nine hits and one miss that cost 3 statements; the service saw the
     # miss, plus b=on sent straight to it, plus the simulator's requests (no configuration).
     edge = [row("a=on", 5.0, 0.3, hit_rate_edge=0.9, hit_rate_redis=0.5)]
-    service = [row("a=on", 40.0, 3.0), row("b=on", 50.0, 301.0),
-               row("", 1.0, 0.0)]
+    service = [row("a=on", 40.0, 3.0), row("b=on", 50.0, 301.0), row("", 1.0, 0.0)]
 
     merged = data.merge_summaries(edge, service).set_index("config")
 
     assert merged.loc["a=on", "measured_at"] == "edge"
-    assert merged.loc["a=on", ["p50_ms", "statements", "hit_rate_edge", "hit_rate_redis"]] \
-        .tolist() == [5.0, 0.3, 0.9, 0.5]
+    assert merged.loc[
+        "a=on", ["p50_ms", "statements", "hit_rate_edge", "hit_rate_redis"]
+    ].tolist() == [5.0, 0.3, 0.9, 0.5]
     assert merged.loc["b=on", "measured_at"] == "service"
     assert merged.loc["b=on", ["p50_ms", "statements"]].tolist() == [50.0, 301.0]
     assert merged.loc["b=on", "requests_per_s"] == 2.0  # 10 requests over 5 s
@@ -175,17 +252,29 @@ def test_buckets_keep_charts_to_a_few_hundred_points() -> None:
     assert data.bucket_seconds(300) == 1
     assert data.bucket_seconds(900) == 5
     assert data.bucket_seconds(86_400) == 300
-    assert all(window / data.bucket_seconds(window) <= data.MAX_BUCKETS
-               for window in (300, 900, 3600, 21_600, 86_400))
+    assert all(
+        window / data.bucket_seconds(window) <= data.MAX_BUCKETS
+        for window in (300, 900, 3600, 21_600, 86_400)
+    )
 
 
 def test_buckets_fall_back_to_the_service_per_configuration_not_per_bucket() -> None:
     def bucket(start: int, config: str, statements: float) -> dict[str, Any]:
-        return {"bucket_start_ns": start * 10**9, "config": config, "requests": 5,
-                "p50_ms": 10.0, "p95_ms": 20.0, "avg_ms": 12.0, "error_rate": 0.0,
-                "first_ns": start * 10**9, "avg_db_statements": statements,
-                "avg_ext_time_ms": 0.0, "hit_rate_edge": None, "hit_rate_redis": None,
-                "hit_rate_app": None}
+        return {
+            "bucket_start_ns": start * 10**9,
+            "config": config,
+            "requests": 5,
+            "p50_ms": 10.0,
+            "p95_ms": 20.0,
+            "avg_ms": 12.0,
+            "error_rate": 0.0,
+            "first_ns": start * 10**9,
+            "avg_db_statements": statements,
+            "avg_ext_time_ms": 0.0,
+            "hit_rate_edge": None,
+            "hit_rate_redis": None,
+            "hit_rate_app": None,
+        }
 
     # a=on went through the edge (its first bucket at the service held only admin calls);
     # b=on was sent straight to the service.
@@ -194,7 +283,9 @@ def test_buckets_fall_back_to_the_service_per_configuration_not_per_bucket() -> 
 
     merged = data.merge_buckets(edge, service, bucket_s=5)
 
-    assert list(zip(merged["config"], merged["bucket_start_ns"] // 10**9,
-                    merged["measured_at"], strict=True)) == [
-        ("a=on", 10, "edge"), ("b=on", 20, "service")]
+    assert list(
+        zip(
+            merged["config"], merged["bucket_start_ns"] // 10**9, merged["measured_at"], strict=True
+        )
+    ) == [("a=on", 10, "edge"), ("b=on", 20, "service")]
     assert merged["requests_per_s"].tolist() == [1.0, 1.0]

@@ -43,9 +43,7 @@ def empty_postgres(postgres_admin_url: str) -> Iterator[Callable[[str], str]]:
         name = f"lab_{purpose}_{uuid.uuid4().hex[:10]}"
         _admin(postgres_admin_url, f'CREATE DATABASE "{name}"')
         created.append(name)
-        return make_url(postgres_admin_url).set(database=name).render_as_string(
-            hide_password=False
-        )
+        return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
 
     yield create
     for name in created:

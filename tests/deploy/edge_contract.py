@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from service.toggles import Toggles
+from latency_lab.core.toggles import Toggles
 
 # The service runs with this s-maxage for API responses (LAB_EDGE_MAX_AGE); static assets have
 # their own (300 s). Short, so that expiry is part of the contract tests. Freshness is counted in

@@ -49,8 +49,9 @@ def nginx_binary() -> str | None:
     found = shutil.which("nginx")
     if found:
         return found
-    return next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)),
-                None)
+    return next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
 
 
 def render(workdir: Path, *, upstream: str, port: int) -> Path:
@@ -76,7 +77,9 @@ def check(binary: str, main: Path) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` on the rendered configuration."""
     return subprocess.run(
         [binary, "-t", "-q", "-p", str(main.parent), "-c", str(main), "-e", "stderr"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -87,7 +90,8 @@ def running_nginx(binary: str, workdir: Path, *, upstream: str, port: int) -> It
     log_file = workdir / "nginx.out"
     process = start_process(
         [binary, "-p", str(workdir), "-c", str(main), "-e", "stderr", "-g", "daemon off;"],
-        env=dict(os.environ), log_file=log_file,
+        env=dict(os.environ),
+        log_file=log_file,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -114,5 +118,3 @@ def find(directives: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
             found.append(directive)
         found.extend(find(directive.get("block", []), name))
     return found
-
-

@@ -1,9 +1,9 @@
 """Every command in docker-compose.yml exists in the project, and is what `latency-lab up` runs.
 
-Each lab container runs one of the processes of ``service.runtime.lab_tiers``: the same gunicorn
-factories, the same worker module, the same Streamlit script. Options are parsed by the tools'
-own parsers (gunicorn, Streamlit's configuration, click), so a misspelt flag fails here, not in a
-container. Health checks are Python one-liners: they must compile and probe their own process.
+Each lab container runs one of the processes of ``latency_lab.lab.runtime.lab_tiers``: the same
+gunicorn factories, the same worker module, the same Streamlit script. Options are parsed by the
+tools' own parsers (gunicorn, Streamlit's configuration, click), so a misspelt flag fails here, not
+in a container. Health checks are Python one-liners: they must compile and probe their own process.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import streamlit.config
 from click.testing import CliRunner
 from gunicorn.config import Config as GunicornConfig
 
-import seed.seeding
-from seed.seeding import SeedReport
-from service.cli import cli
-from service.config import Settings
-from service.runtime import HttpProbe, LabOptions, ProcessSpec, dashboard_script, lab_tiers
+import latency_lab.seed.seeding
+from latency_lab.cli.main import cli
+from latency_lab.core.settings import Settings
+from latency_lab.lab.runtime import HttpProbe, LabOptions, ProcessSpec, dashboard_script, lab_tiers
+from latency_lab.seed.seeding import SeedReport
 from tests.deploy.compose_file import CHECKOUT, command_of, listening_port, load_compose
 
 # Compose service -> the process of `latency-lab up` it is.
@@ -105,14 +105,14 @@ def test_the_seed_job_is_the_console_script_and_seeds_what_it_says(
 ) -> None:
     command = command_of(services["seed"])
     project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"][command[0]] == "service.cli:main"
+    assert project["scripts"][command[0]] == "latency_lab.cli.main:main"
     calls: list[dict[str, Any]] = []
 
     def recording_seed(url: str, **options: Any) -> SeedReport:
         calls.append({"url": url, **options})
         return SeedReport(options["leads"], options["users"], options["tags"], True, "")
 
-    monkeypatch.setattr(seed.seeding, "seed_database", recording_seed)
+    monkeypatch.setattr(latency_lab.seed.seeding, "seed_database", recording_seed)
     environment = services["seed"]["environment"]
 
     # LAB_VAR_DIR as the Dockerfile sets it, here in a temporary directory.
@@ -120,10 +120,17 @@ def test_the_seed_job_is_the_console_script_and_seeds_what_it_says(
     result = CliRunner().invoke(cli, command[1:], env=env)
 
     assert result.exit_code == 0, result.output
-    assert calls == [{
-        "url": environment["LAB_DATABASE_URL"], "leads": 5000, "users": 50, "tags": 30,
-        "seed": 42, "progress": False, "reset": False,
-    }]
+    assert calls == [
+        {
+            "url": environment["LAB_DATABASE_URL"],
+            "leads": 5000,
+            "users": 50,
+            "tags": 30,
+            "seed": 42,
+            "progress": False,
+            "reset": False,
+        }
+    ]
 
 
 def _healthcheck_source(service: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from service.config import Settings
+from latency_lab.core.settings import Settings
 from tests.deploy.compose_file import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -58,8 +58,9 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 def _compose_cli() -> list[str] | None:
     for command in (["docker", "compose"], ["docker-compose"]):
         try:
-            version = subprocess.run([*command, "version"], capture_output=True, text=True,
-                                     timeout=30)
+            version = subprocess.run(
+                [*command, "version"], capture_output=True, text=True, timeout=30
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         # Compose v1 (docker-compose 1.x) predates the Compose Specification's newer keys.
@@ -78,11 +79,19 @@ def test_docker_compose_config_accepts_the_file_and_refuses_missing_secrets(
     env_file = tmp_path / "example.env"
     env_file.write_text(ENV_EXAMPLE.read_text())
 
-    accepted = subprocess.run([*base, "--env-file", str(env_file), "config", "--quiet"],
-                              capture_output=True, text=True, timeout=60)
+    accepted = subprocess.run(
+        [*base, "--env-file", str(env_file), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     env_file.write_text("")
-    refused = subprocess.run([*base, "--env-file", str(env_file), "config", "--quiet"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [*base, "--env-file", str(env_file), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert accepted.returncode == 0, accepted.stderr
     assert refused.returncode != 0
@@ -194,8 +203,12 @@ def test_state_lives_in_named_volumes(compose: dict[str, Any]) -> None:
     }
     assert "postgres-data" in mounts["postgres"]
     assert "redis-data" in mounts["redis"]
-    named = {source for sources in mounts.values() for source in sources
-             if not source.startswith((".", "/"))}
+    named = {
+        source
+        for sources in mounts.values()
+        for source in sources
+        if not source.startswith((".", "/"))
+    }
     assert named == declared
 
 
@@ -218,8 +231,11 @@ def test_published_ports_listen_on_loopback_unless_told(services: dict[str, Any]
             expected = JAEGER_UI_PORT if name == "jaeger" else listening_port(name, services[name])
             assert int(container) == expected
     raw = raw_compose()["services"]
-    assert all(str(p).startswith("${LAB_PUBLISH_HOST:-127.0.0.1}:")
-               for name in published for p in raw[name]["ports"])
+    assert all(
+        str(p).startswith("${LAB_PUBLISH_HOST:-127.0.0.1}:")
+        for name in published
+        for p in raw[name]["ports"]
+    )
 
 
 # --- the lab's processes find each other ---------------------------------------------------------

@@ -21,13 +21,13 @@ import pytest
 import redis
 from werkzeug.serving import make_server
 
-from service.config import Settings
-from service.edge import EDGE_ONLY_TIMING, HIT_TIMING, MISS_TIMING, create_edge_app
-from service.redis_server import free_port
-from service.shared_state import SharedState
-from service.toggles import TOGGLE_HEADER, Toggles
-from telemetry import configure
-from telemetry.accounting import parse_server_timing
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
+from latency_lab.edge.app import EDGE_ONLY_TIMING, HIT_TIMING, MISS_TIMING, create_edge_app
+from latency_lab.lab.redis_server import free_port
+from latency_lab.telemetry import configure
+from latency_lab.telemetry.accounting import parse_server_timing
 from tests.deploy import nginx_edge
 from tests.deploy.edge_contract import (
     ADMIN_TOKEN,
@@ -93,13 +93,21 @@ def start_service(
         state = SharedState(redis.Redis.from_url(lab_redis))
         state.set_toggles(shared)
         state.close()
-        lab = make_lab(sqlite_url, lab_redis, thirdparty.url, tmp_path,
-                       LAB_EDGE_MAX_AGE=EDGE_MAX_AGE_S, LAB_ADMIN_TOKEN=ADMIN_TOKEN)
+        lab = make_lab(
+            sqlite_url,
+            lab_redis,
+            thirdparty.url,
+            tmp_path,
+            LAB_EDGE_MAX_AGE=EDGE_MAX_AGE_S,
+            LAB_ADMIN_TOKEN=ADMIN_TOKEN,
+        )
         reached = Reached()
-        server = make_server("127.0.0.1", free_port(), counting(lab.app.wsgi_app, reached),
-                             threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                  daemon=True)
+        server = make_server(
+            "127.0.0.1", free_port(), counting(lab.app.wsgi_app, reached), threaded=True
+        )
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         thread.start()
 
         def stop() -> None:
@@ -124,24 +132,31 @@ class Answer:
 
 
 class FrontDoor(Protocol):
-    def send(self, method: str, path: str, headers: dict[str, str],
-             json: Any = None) -> Answer: ...
+    def send(self, method: str, path: str, headers: dict[str, str], json: Any = None) -> Answer: ...
 
 
 class EmbeddedEdge:
     def __init__(self, upstream_url: str, redis_url: str, var_dir: Path) -> None:
-        settings = Settings(REDIS_URL=redis_url, LAB_VAR_DIR=var_dir,
-                            LAB_SERVICE_URL=upstream_url, LAB_ADMIN_TOKEN=ADMIN_TOKEN)
+        settings = Settings(
+            REDIS_URL=redis_url,
+            LAB_VAR_DIR=var_dir,
+            LAB_SERVICE_URL=upstream_url,
+            LAB_ADMIN_TOKEN=ADMIN_TOKEN,
+        )
         self.state = SharedState(redis.Redis.from_url(redis_url))
-        app = create_edge_app(settings, shared_state=self.state,
-                              telemetry=configure("latency-lab-edge-contract", role="edge"))
+        app = create_edge_app(
+            settings,
+            shared_state=self.state,
+            telemetry=configure("latency-lab-edge-contract", role="edge"),
+        )
         self.client = app.test_client()
 
     def send(self, method: str, path: str, headers: dict[str, str], json: Any = None) -> Answer:
         response = self.client.open(path, method=method, headers=headers, json=json)
         body = response.get_data()  # streamed: the entry is stored once the body is read
-        return Answer(response.status_code, {k.lower(): v for k, v in response.headers.items()},
-                      body)
+        return Answer(
+            response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
+        )
 
 
 class NginxEdge:
@@ -150,13 +165,18 @@ class NginxEdge:
 
     def send(self, method: str, path: str, headers: dict[str, str], json: Any = None) -> Answer:
         response = self.client.request(method, path, headers=headers, json=json)
-        return Answer(response.status_code, {k.lower(): v for k, v in response.headers.items()},
-                      response.content)
+        return Answer(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.content,
+        )
 
 
 @pytest.fixture
 def front_door(
-    request: pytest.FixtureRequest, start_service: Callable[[Toggles], Upstream], lab_redis: str,
+    request: pytest.FixtureRequest,
+    start_service: Callable[[Toggles], Upstream],
+    lab_redis: str,
     tmp_path: Path,
 ) -> Iterator[Callable[[Toggles], tuple[FrontDoor, Upstream]]]:
     kind: str = request.param
@@ -174,9 +194,11 @@ def front_door(
             assert binary is not None
             workdir = tmp_path / "nginx"
             workdir.mkdir()
-            url = stack.enter_context(nginx_edge.running_nginx(
-                binary, workdir, upstream=upstream.url.removeprefix("http://"), port=free_port()
-            ))
+            url = stack.enter_context(
+                nginx_edge.running_nginx(
+                    binary, workdir, upstream=upstream.url.removeprefix("http://"), port=free_port()
+                )
+            )
             return NginxEdge(url), upstream
 
         yield build
@@ -216,8 +238,9 @@ def test_edge_keeps_the_contract(
     for number, step in enumerate(plan.steps, start=1):
         time.sleep(step.wait_s)
         before = upstream.reached.count()
-        answer = edge.send(step.method, step.path, _headers(step),
-                           json=NEW_LEAD if step.method == "POST" else None)
+        answer = edge.send(
+            step.method, step.path, _headers(step), json=NEW_LEAD if step.method == "POST" else None
+        )
         reached = upstream.reached.count() > before
         where = f"step {number} ({step.method} {step.path}, override {step.override})"
 

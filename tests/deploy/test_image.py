@@ -82,9 +82,20 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
             shutil.copy2(source, context_dir / relative)
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out),
-         str(context_dir)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(out),
+            str(context_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
         env=os.environ | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert built.returncode == 0, built.stdout + built.stderr
@@ -95,14 +106,21 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 def test_the_image_installs_every_command_of_the_stack(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
 
-    for module in ("service/app.py", "service/thirdparty.py", "service/edge.py",
-                   "service/worker.py", "service/cli.py", "seed/seeding.py", "dashboard/app.py",
-                   "telemetry/store.py"):
+    for module in (
+        "service/app.py",
+        "service/thirdparty.py",
+        "service/edge.py",
+        "service/worker.py",
+        "service/cli.py",
+        "seed/seeding.py",
+        "dashboard/app.py",
+        "telemetry/store.py",
+    ):
         assert module in names, f"{module} missing from the image's installation"
     assert any(n.startswith("service/static/") for n in names)
     assert any(n.startswith("service/templates/") for n in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "latency-lab = service.cli:main" in wheel.read(entry_points).decode()
+    assert "latency-lab = latency_lab.cli.main:main" in wheel.read(entry_points).decode()
 
 
 def test_the_dashboard_pages_ship_next_to_its_script() -> None:

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from service.access import ADMIN_TOKEN_HEADER
-from service.edge import (
+from latency_lab.core.access import ADMIN_TOKEN_HEADER
+from latency_lab.core.toggles import CONFIG_HEADER, TOGGLE_HEADER, Toggles
+from latency_lab.edge.app import (
     CACHEABLE_METHODS,
     EDGE_ONLY_TIMING,
     HIT_TIMING,
     MISS_TIMING,
     UPSTREAM_TIMEOUT,
 )
-from service.toggles import CONFIG_HEADER, TOGGLE_HEADER, Toggles
 from tests.deploy import nginx_edge
 from tests.deploy.compose_file import load_compose
 from tests.deploy.edge_contract import NGINX_VERDICTS, Verdict
@@ -98,8 +98,13 @@ def test_only_the_services_cache_control_decides(config: list[dict[str, Any]]) -
     assert _one(proxied, "proxy_cache_convert_head") == ["off"]  # HEAD apart from GET
     assert _one(proxied, "proxy_cache_revalidate") == ["on"]  # If-None-Match when stale
     # No lifetime of nginx's own, no upstream header ignored, nothing stale served.
-    for overriding in ("proxy_cache_valid", "proxy_ignore_headers", "proxy_cache_use_stale",
-                       "proxy_cache_bypass", "proxy_no_cache"):
+    for overriding in (
+        "proxy_cache_valid",
+        "proxy_ignore_headers",
+        "proxy_cache_use_stale",
+        "proxy_cache_bypass",
+        "proxy_no_cache",
+    ):
         assert nginx_edge.find(config, overriding) == [], overriding
 
 
@@ -125,7 +130,9 @@ def test_the_key_holds_the_method_and_the_pinned_configuration(
 # --- what the headers say -----------------------------------------------------------------------
 @pytest.mark.parametrize(("cache_status", "configuration", "verdict"), NGINX_VERDICTS)
 def test_x_cache_is_the_embedded_edges_verdict(
-    config: list[dict[str, Any]], cache_status: str, configuration: Toggles | None,
+    config: list[dict[str, Any]],
+    cache_status: str,
+    configuration: Toggles | None,
     verdict: Verdict,
 ) -> None:
     source, entries = _map(config, "$lab_edge_outcome")
@@ -162,8 +169,10 @@ def test_errors_and_timeouts_match_the_embedded_edge(config: list[dict[str, Any]
 
     assert _one(proxied, "proxy_connect_timeout") == [f"{UPSTREAM_TIMEOUT.connect:g}s"]
     assert _one(proxied, "proxy_read_timeout") == [f"{UPSTREAM_TIMEOUT.read:g}s"]
-    for name, status, error in (("@service_unavailable", "502", "service unavailable"),
-                                ("@service_timed_out", "504", "service timed out")):
+    for name, status, error in (
+        ("@service_unavailable", "502", "service unavailable"),
+        ("@service_timed_out", "504", "service timed out"),
+    ):
         block = _location(config, name)
         assert _one(block, "add_header") == ["Server-Timing", EDGE_ONLY_TIMING, "always"]
         returned = _one(block, "return")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from service.shared_state import SharedState
-from service.world import World
-from telemetry.accounting import parse_server_timing
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import World
+from latency_lab.telemetry.accounting import parse_server_timing
 from tests.lab_fixtures import FAST_WORLD, ThirdParty, make_lab
 
 pytestmark = pytest.mark.postgres
@@ -54,11 +54,19 @@ CALLS = (
     Call("GET", "/api/stats", L2, statements=0, cache={"app": "hit"}),
     Call("PATCH", "/api/leads/7", body={"status": "won"}),
     Call("GET", "/api/leads/7", L1, cache={"redis": "miss"}),  # the write invalidated L1
-    Call("POST", "/api/leads", body={
-        "company": "Pied Piper", "contact_name": "Richard Hendricks",
-        "email": "richard@piedpiper.example", "owner_id": 3, "tags": ["enterprise", "hot"],
-        "metadata": {"source": "referral"},
-    }, compare_body=False),  # ids and timestamps are new
+    Call(
+        "POST",
+        "/api/leads",
+        body={
+            "company": "Pied Piper",
+            "contact_name": "Richard Hendricks",
+            "email": "richard@piedpiper.example",
+            "owner_id": 3,
+            "tags": ["enterprise", "hot"],
+            "metadata": {"source": "referral"},
+        },
+        compare_body=False,
+    ),  # ids and timestamps are new
     Call("GET", "/api/stats", L2, cache={"app": "miss"}),  # the write invalidated L2
 )
 
@@ -97,19 +105,28 @@ def _run(
             headers = {"X-Lab-Toggles": call.toggles} if call.toggles else {}
             if call.loader:
                 headers["X-Lab-Loader"] = call.loader
-            response = lab.client.open(call.path, method=call.method, json=call.body,
-                                       headers=headers)
+            response = lab.client.open(
+                call.path, method=call.method, json=call.body, headers=headers
+            )
             timing = parse_server_timing(response.headers["Server-Timing"])
-            outcomes.append(Outcome(response.status_code, timing.statements,
-                                    dict(timing.cache),
-                                    _stable(response.json) if call.compare_body else None))
+            outcomes.append(
+                Outcome(
+                    response.status_code,
+                    timing.statements,
+                    dict(timing.cache),
+                    _stable(response.json) if call.compare_body else None,
+                )
+            )
     finally:
         lab.close()
     return outcomes
 
 
 def test_statement_counts_and_answers_are_identical_on_sqlite_and_postgresql(
-    sqlite_url: str, postgres_database: str, lab_redis: str, thirdparty: ThirdParty,
+    sqlite_url: str,
+    postgres_database: str,
+    lab_redis: str,
+    thirdparty: ThirdParty,
     tmp_path: Path,
 ) -> None:
     on_sqlite = _run(sqlite_url, lab_redis, thirdparty, tmp_path / "sqlite")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from seed.seeding import seed_table
-from service.models import Base
+from latency_lab.seed.seeding import seed_table
+from latency_lab.service.models import Base
 from tests.lab_fixtures import process_env
 
 pytestmark = pytest.mark.postgres
@@ -28,10 +28,21 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("latency-lab")
 def _seed(url: str, tmp_path: Path, leads: int = LEADS) -> subprocess.CompletedProcess[str]:
     """`latency-lab seed` as the compose job runs it (with a smaller data set)."""
     return subprocess.run(
-        [str(CONSOLE_SCRIPT), "seed", "--leads", str(leads), "--users", str(USERS),
-         "--tags", str(TAGS), "--no-progress"],
+        [
+            str(CONSOLE_SCRIPT),
+            "seed",
+            "--leads",
+            str(leads),
+            "--users",
+            str(USERS),
+            "--tags",
+            str(TAGS),
+            "--no-progress",
+        ],
         env=process_env(LAB_DATABASE_URL=url, LAB_VAR_DIR=str(tmp_path)),
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -54,12 +65,17 @@ def test_seeding_a_fresh_database_creates_everything_once_and_keeps_it(
         tables = set(inspect(engine).get_table_names())
         assert set(Base.metadata.tables) | {seed_table.name} <= tables
         with engine.connect() as connection:
-            counts = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar()
-                      for t in ("leads", "users", "tags")}
+            counts = {
+                t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                for t in ("leads", "users", "tags")
+            }
             # New rows get ids after the seeded ones (the seed inserts explicit ids).
-            next_ids = {t: connection.execute(
-                text(f"SELECT nextval(pg_get_serial_sequence('{t}', 'id'))")).scalar()
-                for t in ("leads", "users", "tags")}
+            next_ids = {
+                t: connection.execute(
+                    text(f"SELECT nextval(pg_get_serial_sequence('{t}', 'id'))")
+                ).scalar()
+                for t in ("leads", "users", "tags")
+            }
     finally:
         engine.dispose()
     assert counts == {"leads": LEADS, "users": USERS, "tags": TAGS}

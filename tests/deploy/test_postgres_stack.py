@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.redis_server import free_port
-from telemetry import vocabulary as v
-from telemetry.store import TraceStore
+from latency_lab.lab.redis_server import free_port
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.store import TraceStore
 from tests.deploy.compose_file import load_compose
 from tests.lab_fixtures import (
     NEW_LEAD,
@@ -56,8 +56,9 @@ class Stack:
 def _worker_healthcheck(environment: dict[str, str]) -> bool:
     """docker-compose.yml's health check of a worker container, run here."""
     source = load_compose()["services"]["worker"]["healthcheck"]["test"][3]
-    check = subprocess.run([sys.executable, "-c", source], env=environment, timeout=30,
-                           capture_output=True)
+    check = subprocess.run(
+        [sys.executable, "-c", source], env=environment, timeout=30, capture_output=True
+    )
     return check.returncode == 0
 
 
@@ -74,8 +75,17 @@ def stack(
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
     seeded = subprocess.run(
-        [str(Path(sys.executable).with_name("latency-lab")), "seed", "--leads", str(LEADS),
-         "--no-progress"], env=environment, capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).with_name("latency-lab")),
+            "seed",
+            "--leads",
+            str(LEADS),
+            "--no-progress",
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert seeded.returncode == 0, seeded.stderr
     service_port, edge_port = free_port(), free_port()
@@ -83,19 +93,32 @@ def stack(
     edge_environment = environment | {"LAB_SERVICE_URL": service_url}
     logs = {name: tmp_path / f"{name}.log" for name in ("service", "worker", "edge")}
     processes = {
-        "service": start_gunicorn("service.app:create_app()", port=service_port,
-                                  env=environment, log_file=logs["service"], threads=4, workers=2),
-        "worker": start_process([sys.executable, "-m", "service.worker"], env=environment,
-                                log_file=logs["worker"]),
-        "edge": start_gunicorn("service.edge:create_edge_app()", port=edge_port,
-                               env=edge_environment, log_file=logs["edge"]),
+        "service": start_gunicorn(
+            "latency_lab.service.app:create_app()",
+            port=service_port,
+            env=environment,
+            log_file=logs["service"],
+            threads=4,
+            workers=2,
+        ),
+        "worker": start_process(
+            [sys.executable, "-m", "latency_lab.worker.process"],
+            env=environment,
+            log_file=logs["worker"],
+        ),
+        "edge": start_gunicorn(
+            "latency_lab.edge.app:create_edge_app()",
+            port=edge_port,
+            env=edge_environment,
+            log_file=logs["edge"],
+        ),
     }
     try:
         wait_until_up(f"{service_url}/healthz", processes["service"], logs["service"])
         wait_until_up(f"{edge_url}/edge/healthz", processes["edge"], logs["edge"])
-        assert eventually(lambda: _worker_healthcheck(environment), timeout_s=20), (
-            logs["worker"].read_text()
-        )
+        assert eventually(lambda: _worker_healthcheck(environment), timeout_s=20), logs[
+            "worker"
+        ].read_text()
         yield Stack(edge_url, service_url, environment["LAB_TRACE_STORE_URL"], environment)
     finally:
         with ThreadPoolExecutor() as stopping:  # each takes a graceful second or two
@@ -113,8 +136,7 @@ def test_the_stack_on_postgresql(stack: Stack, thirdparty: ThirdParty) -> None:
     lazy = front.get("/api/leads?limit=5", headers={"X-Lab-Toggles": "eager_loading=off"})
     eager = front.get("/api/leads?limit=5", headers={"X-Lab-Toggles": "eager_loading=on"})
     thirdparty.reset()  # the reads tracked analytics inline
-    created = front.post("/api/leads", json=NEW_LEAD,
-                         headers={"X-Lab-Toggles": "async_offload=on"})
+    created = front.post("/api/leads", json=NEW_LEAD, headers={"X-Lab-Toggles": "async_offload=on"})
 
     # The article's N+1 and its fix, through the front door, on PostgreSQL.
     assert (lazy.status_code, eager.status_code) == (200, 200)
@@ -124,8 +146,9 @@ def test_the_stack_on_postgresql(stack: Stack, thirdparty: ThirdParty) -> None:
     assert created.status_code == 201, created.text
     assert 'desc="0 calls"' in created.headers["Server-Timing"]
     assert created.json()["id"] == LEADS + 1
-    delivered = eventually(lambda: all(thirdparty.delivered(p) == 1 for p in PROVIDERS),
-                           timeout_s=20)
+    delivered = eventually(
+        lambda: all(thirdparty.delivered(p) == 1 for p in PROVIDERS), timeout_s=20
+    )
     assert delivered, thirdparty.calls()["counts"]
     lead = f"/api/leads/{created.json()['id']}"
     assert eventually(lambda: front.get(lead).json()["industry"] is not None)

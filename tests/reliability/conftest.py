@@ -29,14 +29,14 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 
-from service.db import build_engine, session_factory
-from service.models import Lead
-from service.offload import QUEUE_NAME
-from service.outbox import counts
-from service.redis_server import RedisServer, free_port
-from service.runtime import RqWorkerProbe
-from service.shared_state import SharedState
-from service.world import World
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import World
+from latency_lab.lab.redis_server import RedisServer, free_port
+from latency_lab.lab.runtime import RqWorkerProbe
+from latency_lab.service.db import build_engine, session_factory
+from latency_lab.service.models import Lead
+from latency_lab.service.offload import QUEUE_NAME
+from latency_lab.service.outbox import counts
 from tests.lab_fixtures import (
     FAST_WORLD,
     ThirdParty,
@@ -80,16 +80,17 @@ class Stack:
     def start_service(self, *, workers: int = 1, threads: int = 8, **env: str) -> str:
         port = free_port()
         log_file = self.workdir / "service.log"
-        process = start_gunicorn("service.app:create_app()", port=port, env=self.env(**env),
-                                 log_file=log_file, threads=threads, workers=workers)  # fmt: skip
+        process = start_gunicorn("latency_lab.service.app:create_app()", port=port,
+                                 env=self.env(**env), log_file=log_file, threads=threads,
+                                 workers=workers)  # fmt: skip
         self.processes["service"] = process
         self.service_url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{self.service_url}/healthz", process, log_file, timeout_s=30)
         return self.service_url
 
     def start_worker(self, name: str = "worker", *, wait: bool = True) -> subprocess.Popen[bytes]:
-        process = start_process([sys.executable, "-m", "service.worker"], env=self.env(),
-                                log_file=self.workdir / f"{name}.log")  # fmt: skip
+        process = start_process([sys.executable, "-m", "latency_lab.worker.process"],
+                                env=self.env(), log_file=self.workdir / f"{name}.log")  # fmt: skip
         self.processes[name] = process
         if wait:
             self.wait_for_worker(name)
@@ -101,7 +102,7 @@ class Stack:
         assert registered, f"{name} did not register:\n{self.log(name)}"
 
     def start_relay(self) -> subprocess.Popen[bytes]:
-        process = start_process([sys.executable, "-m", "service.relay"], env=self.env(),
+        process = start_process([sys.executable, "-m", "latency_lab.worker.relay"], env=self.env(),
                                 log_file=self.workdir / "relay.log")  # fmt: skip
         self.processes["relay"] = process
         return process

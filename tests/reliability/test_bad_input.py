@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.models import LeadStatus
+from latency_lab.service.models import LeadStatus
 from tests.lab_fixtures import Lab, ThirdParty, make_lab
 
 VALID = {"company": "Bania Foods", "contact_name": "Kenny Bania",

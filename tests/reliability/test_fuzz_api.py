@@ -23,10 +23,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from service.openapi import openapi_document
-from service.redis_server import RedisServer
-from service.shared_state import SharedState
-from service.world import World
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import World
+from latency_lab.lab.redis_server import RedisServer
+from latency_lab.service.openapi import openapi_document
 from tests.lab_fixtures import (
     FAST_WORLD,
     Lab,

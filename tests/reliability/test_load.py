@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from dashboard.loadgen import Endpoint, LoadGenerator, LoadReport, LoadSpec
-from service.db import build_engine, session_factory
-from service.models import OutboxEvent
+from latency_lab.lab.loadgen import Endpoint, LoadGenerator, LoadReport, LoadSpec
+from latency_lab.service.db import build_engine, session_factory
+from latency_lab.service.models import OutboxEvent
 from tests.lab_fixtures import SEED_LEADS, eventually
 from tests.reliability.conftest import Stack, collect_calls
 

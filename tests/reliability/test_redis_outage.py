@@ -14,10 +14,10 @@ import httpx
 import pytest
 import redis
 
-from service.redis_server import RedisServer
-from service.supervisor import ProcessSpec, RedisProbe, Supervisor
-from service.toggles import Toggles
-from telemetry import vocabulary as v
+from latency_lab.core.toggles import Toggles
+from latency_lab.lab.redis_server import RedisServer
+from latency_lab.lab.supervisor import ProcessSpec, RedisProbe, Supervisor
+from latency_lab.telemetry import vocabulary as v
 from tests.lab_fixtures import Lab, eventually, make_lab, process_env, trace_id_of
 from tests.reliability.conftest import Stack, collect_calls
 

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from service.access import configuration_signature
-from service.config import Settings
-from service.redis_server import RedisServer, free_port
-from service.runtime import LabOptions, lab_tiers
-from telemetry.redaction import EMAIL, mask_statement, mask_text
-from telemetry.store import TraceStore
+from latency_lab.core.access import configuration_signature
+from latency_lab.core.settings import Settings
+from latency_lab.lab.redis_server import RedisServer, free_port
+from latency_lab.lab.runtime import LabOptions, lab_tiers
+from latency_lab.telemetry.redaction import EMAIL, mask_statement, mask_text
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import Lab, eventually, process_env, start_gunicorn, stop_process
 from tests.reliability.conftest import Stack
 
@@ -43,9 +43,9 @@ def test_every_process_binds_loopback_by_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        [sys.executable, "-m", "service.worker"],
-        [sys.executable, "-m", "service.relay"],
-        [sys.executable, "-m", "service.cli", "up", "--no-dashboard"],
+        [sys.executable, "-m", "latency_lab.worker.process"],
+        [sys.executable, "-m", "latency_lab.worker.relay"],
+        [sys.executable, "-m", "latency_lab.cli.main", "up", "--no-dashboard"],
     ],
     ids=["worker", "relay", "latency-lab up"],
 )
@@ -62,8 +62,8 @@ def test_a_process_refuses_to_start_exposed_without_a_token(
 
 @pytest.mark.parametrize(
     "factory",
-    ["service.app:create_app()", "service.edge:create_edge_app()",
-     "service.thirdparty:create_thirdparty_app()"],
+    ["latency_lab.service.app:create_app()", "latency_lab.edge.app:create_edge_app()",
+     "latency_lab.simulator.app:create_thirdparty_app()"],
     ids=["service", "edge", "thirdparty"],
 )  # fmt: skip
 def test_a_server_refuses_to_start_exposed_without_a_token(
@@ -85,7 +85,7 @@ def test_with_a_token_an_exposed_service_starts(redis_url: str, tmp_path: Path) 
     env = process_env(**EXPOSED, LAB_ADMIN_TOKEN="s3cret", LAB_VAR_DIR=str(tmp_path),
                       REDIS_URL=redis_url)  # fmt: skip
     port = free_port()
-    process = start_gunicorn("service.app:create_app()", port=port, env=env,
+    process = start_gunicorn("latency_lab.service.app:create_app()", port=port, env=env,
                              log_file=tmp_path / "service.log")  # fmt: skip
     try:
         up = eventually(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout_s=30)
@@ -132,8 +132,10 @@ def test_the_edges_signed_configuration_pins_one_request_and_grants_nothing_else
 ) -> None:
     lab: Lab = lab_factory(LAB_ADMIN_TOKEN="s3cret")
     eager = "eager_loading=on"
-    signed = {"X-Lab-Toggles": eager,
-              "X-Lab-Toggles-Signature": configuration_signature(eager, "s3cret")}
+    signed = {
+        "X-Lab-Toggles": eager,
+        "X-Lab-Toggles-Signature": configuration_signature(eager, "s3cret"),
+    }
     forged = signed | {"X-Lab-Toggles-Signature": configuration_signature(eager, "guess")}
     replayed = signed | {"X-Lab-Toggles": "eager_loading=on,redis_cache=on"}
 

@@ -9,8 +9,8 @@ from collections import Counter
 
 import httpx
 
-from telemetry import vocabulary as v
-from telemetry.store import TraceStore
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import eventually
 from tests.reliability.conftest import Stack
 

@@ -40,11 +40,11 @@ import pytest
 import redis
 from rq import Queue
 
-from service.config import Settings
-from service.db import build_engine, session_factory
-from service.offload import QUEUE_NAME
-from service.outbox import counts
-from service.redis_server import free_port
+from latency_lab.core.settings import Settings
+from latency_lab.lab.redis_server import free_port
+from latency_lab.service.db import build_engine, session_factory
+from latency_lab.service.offload import QUEUE_NAME
+from latency_lab.service.outbox import counts
 from tests.lab_fixtures import FAST_WORLD, eventually, process_env
 from tests.reliability.conftest import busy_horses
 from tests.reliability.test_redis_outage import delivered_once_each
@@ -91,8 +91,14 @@ class RunningLab:
         assert self.process.poll() is None, f"the lab stopped:\n{self.output()[-4000:]}"
 
     def status(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "service.cli", "status"], cwd=REPO_ROOT,
-                              env=self.env, capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "latency_lab.cli.main", "status"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def outbox(self) -> dict[str, int]:
         engine = build_engine(Settings(LAB_VAR_DIR=self.var).resolved_database_url)
@@ -123,19 +129,38 @@ class RunningLab:
 def running_lab(workdir: Path, *options: str) -> Iterator[RunningLab]:
     """`latency-lab up` with its own Redis, free ports and a small seed; offload on, fast world.
     Stopped at the end with Ctrl-C, checking that it exits 0 and leaves no process behind."""
-    env = process_env(LAB_VAR_DIR=str(workdir / "var"), LAB_EDGE_PORT=str(free_port()),
-                      LAB_SERVICE_PORT=str(free_port()), LAB_THIRDPARTY_PORT=str(free_port()),
-                      LAB_DASHBOARD_PORT=str(free_port()), OTEL_BSP_SCHEDULE_DELAY="100")
+    env = process_env(
+        LAB_VAR_DIR=str(workdir / "var"),
+        LAB_EDGE_PORT=str(free_port()),
+        LAB_SERVICE_PORT=str(free_port()),
+        LAB_THIRDPARTY_PORT=str(free_port()),
+        LAB_DASHBOARD_PORT=str(free_port()),
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--workers", "1", "--seed-leads", "50",
-             *options],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=err,
+            [
+                sys.executable,
+                "-m",
+                "latency_lab.cli.main",
+                "up",
+                "--workers",
+                "1",
+                "--seed-leads",
+                "50",
+                *options,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
         )
     running = RunningLab(process, env, workdir)
     try:
-        up = eventually(lambda: process.poll() is not None
-                        or "Press Ctrl-C to stop." in running.output(), timeout_s=180)
+        up = eventually(
+            lambda: process.poll() is not None or "Press Ctrl-C to stop." in running.output(),
+            timeout_s=180,
+        )
         assert up, running.output()
         running.assert_running()
         running.admin("/admin/world", FAST_WORLD)
@@ -155,8 +180,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
 def _stop_and_check_nothing_is_left(lab: RunningLab) -> None:
     if lab.process.poll() is not None:
         return
-    everything = [psutil.Process(pid) for pid in lab.info()["processes"].values()
-                  if psutil.pid_exists(pid)]
+    everything = [
+        psutil.Process(pid) for pid in lab.info()["processes"].values() if psutil.pid_exists(pid)
+    ]
     everything += [child for p in everything for child in p.children(recursive=True)]
     lab.process.send_signal(signal.SIGINT)
     try:
@@ -198,8 +224,9 @@ class MixedLoad:
 
     def start(self) -> MixedLoad:
         self.creating.set()
-        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                        for n in range(2)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(2)
+        ]
         for thread in self.threads:
             thread.start()
         return self
@@ -237,11 +264,17 @@ class MixedLoad:
         if kind == "read":
             return client.get(f"/api/leads/{step % 50 + 1}")
         n = next(self.numbers)
-        return client.post("/api/leads", json={
-            "company": f"Supervised {n}", "contact_name": "Jackie Chiles",
-            "email": f"jackie{n}.{os.getpid()}@chiles.example", "owner_id": 2,
-            "tags": ["enterprise"], "metadata": {"source": "event"},
-        })
+        return client.post(
+            "/api/leads",
+            json={
+                "company": f"Supervised {n}",
+                "contact_name": "Jackie Chiles",
+                "email": f"jackie{n}.{os.getpid()}@chiles.example",
+                "owner_id": 2,
+                "tags": ["enterprise"],
+                "metadata": {"source": "event"},
+            },
+        )
 
     def between(self, start: float, end: float) -> list[Outcome]:
         return [o for o in self.outcomes if start <= o.at < end]
@@ -256,15 +289,20 @@ class Kill:
     failed: list[Outcome]
 
 
-def kill_and_wait_until_back(lab: RunningLab, load: MixedLoad, name: str,
-                             soak_s: float) -> Kill:
+def kill_and_wait_until_back(lab: RunningLab, load: MixedLoad, name: str, soak_s: float) -> Kill:
     """SIGKILL the part; wait until lab.json says it is up with a new PID; keep the load on."""
     old = lab.child(name)
     assert old.get("state") == "up", (name, old)
     killed_at = time.monotonic()
     os.kill(old["pid"], signal.SIGKILL)
-    back = eventually(lambda: lab.child(name).get("pid") not in (None, old["pid"])
-                      and lab.child(name).get("state") == "up", timeout_s=30, interval_s=0.05)
+    back = eventually(
+        lambda: (
+            lab.child(name).get("pid") not in (None, old["pid"])
+            and lab.child(name).get("state") == "up"
+        ),
+        timeout_s=30,
+        interval_s=0.05,
+    )
     back_at = time.monotonic()
     assert back, f"{name} not back:\n{lab.output()[-4000:]}"
     lab.assert_running()
@@ -281,8 +319,10 @@ def report(kills: list[Kill]) -> None:
     print("\npart killed     back after  requests  failed  (what failed)")
     for kill in kills:
         what = sorted({f"{o.kind}: {o.detail}" for o in kill.failed})
-        print(f"{kill.name:<15} {kill.back_after_s:>8.1f} s  {kill.requests:>8}  "
-              f"{len(kill.failed):>6}  {'; '.join(what)[:150]}")
+        print(
+            f"{kill.name:<15} {kill.back_after_s:>8.1f} s  {kill.requests:>8}  "
+            f"{len(kill.failed):>6}  {'; '.join(what)[:150]}"
+        )
 
 
 def run_kill_sequence(lab: RunningLab, soak_s: float) -> None:
@@ -307,8 +347,11 @@ def run_kill_sequence(lab: RunningLab, soak_s: float) -> None:
     check_nothing_lost(lab, load, earlier_calls)
 
 
-def check_nothing_lost(lab: RunningLab, load: MixedLoad, earlier_calls: list[dict[str, Any]],
-                       ) -> None:
+def check_nothing_lost(
+    lab: RunningLab,
+    load: MixedLoad,
+    earlier_calls: list[dict[str, Any]],
+) -> None:
     leads = set(load.created)
     assert len(leads) == len(load.created) and len(leads) > 10
     settled = eventually(lab.outbox_settled, timeout_s=DRAIN_S)
@@ -316,13 +359,18 @@ def check_nothing_lost(lab: RunningLab, load: MixedLoad, earlier_calls: list[dic
     toggles = httpx.get(f"{lab.url('service')}/admin/toggles", timeout=10).json()["toggles"]
     assert toggles["async_offload"]  # kept across the Redis restart
     edge = lab.url("edge")
-    unreadable = [lead for lead in leads
-                  if httpx.get(f"{edge}/api/leads/{lead}", timeout=10).status_code != 200]
+    unreadable = [
+        lead
+        for lead in leads
+        if httpx.get(f"{edge}/api/leads/{lead}", timeout=10).status_code != 200
+    ]
     assert unreadable == []
     calls = earlier_calls + lab.calls()
     assert delivered_once_each({"calls": calls}, leads)
-    print(f"{len(leads)} leads created: each readable, each one's email, lead.created event and "
-          f"enrichment delivered exactly once ({lab.outbox()})")
+    print(
+        f"{len(leads)} leads created: each readable, each one's email, lead.created event and "
+        f"enrichment delivered exactly once ({lab.outbox()})"
+    )
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -341,10 +389,17 @@ def test_a_stopped_worker_is_not_responding_and_its_job_is_taken_over(lab: Runni
     slow = {provider: SLOW_PROVIDER for provider in ("email", "analytics", "enrichment")}
     lab.admin("/admin/world", slow)
     time.sleep(1.5)  # every process's shared-state poller sees the slow world
-    created = httpx.post(f"{lab.url('edge')}/api/leads", timeout=10, json={
-        "company": "Kruger Industrial Smoothing", "contact_name": "Kruger",
-        "email": "kruger@kis.example", "owner_id": 2},
-        headers={"X-Lab-Toggles": "async_offload=on"})
+    created = httpx.post(
+        f"{lab.url('edge')}/api/leads",
+        timeout=10,
+        json={
+            "company": "Kruger Industrial Smoothing",
+            "contact_name": "Kruger",
+            "email": "kruger@kis.example",
+            "owner_id": 2,
+        },
+        headers={"X-Lab-Toggles": "async_offload=on"},
+    )
     assert created.status_code == 201
     lead = int(created.json()["id"])
     assert {s["state"] for s in created.json()["side_effects"].values()} == {"queued"}
@@ -366,8 +421,7 @@ def test_a_stopped_worker_is_not_responding_and_its_job_is_taken_over(lab: Runni
         os.kill(horse, signal.SIGSTOP)  # ... and so does its job
     try:
         lab.admin("/admin/world", FAST_WORLD)
-        noticed = eventually(lambda: lab.child(name).get("state") == "not responding",
-                             timeout_s=15)
+        noticed = eventually(lambda: lab.child(name).get("state") == "not responding", timeout_s=15)
         assert noticed, lab.child(name)
         status = lab.status()
         print(f"\n{status.stdout}{status.stderr}")
@@ -397,15 +451,17 @@ def _lead_of(call: dict[str, Any]) -> Any:
 
 
 def test_a_part_that_dies_on_every_start_is_given_up_on_and_the_lab_goes_on(
-        lab: RunningLab) -> None:
+    lab: RunningLab,
+) -> None:
     dashboard = lab.child("dashboard")
     port = int(lab.env["LAB_DASHBOARD_PORT"])
     with socket.socket() as squatter:  # something else takes the dashboard's port
         os.kill(dashboard["pid"], signal.SIGKILL)
         bound = eventually(lambda: _bind(squatter, port), timeout_s=5, interval_s=0.01)
         assert bound
-        given_up = eventually(lambda: lab.child("dashboard").get("state") == "down",
-                              timeout_s=120, interval_s=0.5)
+        given_up = eventually(
+            lambda: lab.child("dashboard").get("state") == "down", timeout_s=120, interval_s=0.5
+        )
         assert given_up, lab.output()[-4000:]
         lab.assert_running()
         status = lab.status()
@@ -428,8 +484,7 @@ def _bind(sock: socket.socket, port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_an_essential_part_that_dies_on_every_start_stops_the_lab_cleanly(
-        tmp_path: Path) -> None:
+def test_an_essential_part_that_dies_on_every_start_stops_the_lab_cleanly(tmp_path: Path) -> None:
     with running_lab(tmp_path, "--rq-workers", "1", "--no-dashboard") as lab:
         everything = [psutil.Process(pid) for pid in lab.info()["processes"].values()]
         everything += [child for p in everything for child in p.children(recursive=True)]

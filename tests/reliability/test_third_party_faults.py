@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from service.cli import cli
+from latency_lab.cli.main import cli
 from tests.lab_fixtures import Lab, eventually, make_lab
 from tests.reliability.conftest import Stack, collect_calls
 from tests.reliability.test_redis_outage import delivered_once_each
@@ -122,8 +122,8 @@ def deliveries(calls: dict[str, Any], provider: str, lead_id: int) -> int:
 def _event_id(stack: Stack, task: str) -> str:
     from sqlalchemy import select
 
-    from service.db import build_engine, session_factory
-    from service.models import OutboxEvent
+    from latency_lab.service.db import build_engine, session_factory
+    from latency_lab.service.models import OutboxEvent
 
     engine = build_engine(stack.database_url)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from telemetry.store import TraceStore
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import eventually
 from tests.reliability.conftest import Stack
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from seed.seeding import SeedConflict, seed_database
-from service.models import Lead, LeadMetadata, User, lead_tags
-from service.schemas import EMAIL
+from latency_lab.seed.seeding import SeedConflict, seed_database
+from latency_lab.service.models import Lead, LeadMetadata, User, lead_tags
+from latency_lab.service.schemas import EMAIL
 
 
 def _url(path: Path) -> str:
@@ -19,8 +19,11 @@ def _url(path: Path) -> str:
 def _dump(url: str) -> list[tuple[object, ...]]:
     engine = create_engine(url)
     with engine.connect() as conn:
-        rows = [tuple(r) for table in ("users", "tags", "leads", "lead_tags", "lead_metadata")
-                for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
+        rows = [
+            tuple(r)
+            for table in ("users", "tags", "leads", "lead_tags", "lead_metadata")
+            for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))
+        ]
     engine.dispose()
     return rows
 
@@ -54,7 +57,8 @@ def test_rows_look_real_and_follow_the_shape_asked_for(tmp_path: Path) -> None:
     with engine.connect() as conn:
         leads = conn.execute(select(Lead.email, Lead.company, Lead.score, Lead.owner_id)).all()
         tags_per_lead = conn.execute(
-            select(func.count()).select_from(lead_tags).group_by(lead_tags.c.lead_id)).scalars()
+            select(func.count()).select_from(lead_tags).group_by(lead_tags.c.lead_id)
+        ).scalars()
         metadata_per_lead = conn.execute(
             select(func.count()).select_from(LeadMetadata).group_by(LeadMetadata.lead_id)
         ).scalars()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from telemetry.testing import assert_queries
+from latency_lab.telemetry.testing import assert_queries
 from tests.lab_fixtures import (
     Lab,
     ServiceProcess,

@@ -20,10 +20,10 @@ from click.testing import CliRunner, Result
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
-from service.cli import cli
-from service.redis_server import free_port
-from service.toggles import Toggles
-from service.world import World
+from latency_lab.cli.main import cli
+from latency_lab.core.toggles import Toggles
+from latency_lab.core.world import World
+from latency_lab.lab.redis_server import free_port
 
 
 @pytest.fixture
@@ -50,18 +50,30 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
 
     assert result.exit_code == 0
-    assert set(cli.commands) == {"up", "status", "seed", "toggles", "world", "load", "bench", "outbox"}
+    assert set(cli.commands) == {
+        "up",
+        "status",
+        "seed",
+        "toggles",
+        "world",
+        "load",
+        "bench",
+        "outbox",
+    }
     for command in cli.commands:
         assert command in result.output
 
 
-@pytest.mark.parametrize(("command", "example"), [
-    ("up", "latency-lab up --no-dashboard --workers 1 --rq-workers 1"),
-    ("seed", "latency-lab seed --leads 20000 --seed 7 --reset"),
-    ("toggles", "latency-lab toggles eager_loading=on redis_cache=on async_offload=on"),
-    ("world", "latency-lab world db_round_trip_ms=0.5 analytics.latency_ms=50"),
-    ("outbox", "latency-lab outbox --failed"),
-])
+@pytest.mark.parametrize(
+    ("command", "example"),
+    [
+        ("up", "latency-lab up --no-dashboard --workers 1 --rq-workers 1"),
+        ("seed", "latency-lab seed --leads 20000 --seed 7 --reset"),
+        ("toggles", "latency-lab toggles eager_loading=on redis_cache=on async_offload=on"),
+        ("world", "latency-lab world db_round_trip_ms=0.5 analytics.latency_ms=50"),
+        ("outbox", "latency-lab outbox --failed"),
+    ],
+)
 def test_each_command_explains_itself_with_examples(command: str, example: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
 
@@ -70,49 +82,67 @@ def test_each_command_explains_itself_with_examples(command: str, example: str) 
 
 
 # --- mistakes ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["eager=on"], "unknown toggle(s) eager; known: eager_loading, redis_cache"),
-    (["eager_loading=maybe"], "value must be on or off, got 'maybe'"),
-    (["eager_loading"], "expected NAME=on|off, got 'eager_loading'"),
-    (["eager_loading=on,=off"], "expected NAME=on|off"),
-])
-def test_bad_toggle_arguments_exit_2_before_calling_the_lab(runner: CliRunner,
-                                                            arguments: list[str],
-                                                            message: str) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["eager=on"], "unknown toggle(s) eager; known: eager_loading, redis_cache"),
+        (["eager_loading=maybe"], "value must be on or off, got 'maybe'"),
+        (["eager_loading"], "expected NAME=on|off, got 'eager_loading'"),
+        (["eager_loading=on,=off"], "expected NAME=on|off"),
+    ],
+)
+def test_bad_toggle_arguments_exit_2_before_calling_the_lab(
+    runner: CliRunner, arguments: list[str], message: str
+) -> None:
     # The URL answers nothing: reaching it would fail with exit code 1, not 2.
-    result = runner.invoke(cli, ["toggles", "--url", f"http://127.0.0.1:{free_port()}",
-                                 *arguments])
+    result = runner.invoke(cli, ["toggles", "--url", f"http://127.0.0.1:{free_port()}", *arguments])
 
     assert_clean_failure(result, 2, message)
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["db_round_trip_ms=fast"], "db_round_trip_ms: expected a number, got 'fast'"),
-    (["db_round_trip_ms=-1"], "db_round_trip_ms: Input should be greater than or equal to 0"),
-    (["analytics.failure_rate=2"], "analytics.failure_rate: Input should be less than or equal"),
-    (["latency=5"],
-     "unknown world setting 'latency'; known: db_round_trip_ms, email.latency_ms"),
-    (["db_round_trip_ms"], "expected KEY=VALUE, got 'db_round_trip_ms'"),
-])
-def test_bad_world_arguments_exit_2(runner: CliRunner, arguments: list[str],
-                                    message: str) -> None:
-    result = runner.invoke(cli, ["world", "--url", f"http://127.0.0.1:{free_port()}",
-                                 *arguments])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["db_round_trip_ms=fast"], "db_round_trip_ms: expected a number, got 'fast'"),
+        (["db_round_trip_ms=-1"], "db_round_trip_ms: Input should be greater than or equal to 0"),
+        (
+            ["analytics.failure_rate=2"],
+            "analytics.failure_rate: Input should be less than or equal",
+        ),
+        (
+            ["latency=5"],
+            "unknown world setting 'latency'; known: db_round_trip_ms, email.latency_ms",
+        ),
+        (["db_round_trip_ms"], "expected KEY=VALUE, got 'db_round_trip_ms'"),
+    ],
+)
+def test_bad_world_arguments_exit_2(runner: CliRunner, arguments: list[str], message: str) -> None:
+    result = runner.invoke(cli, ["world", "--url", f"http://127.0.0.1:{free_port()}", *arguments])
 
     assert_clean_failure(result, 2, message)
 
 
-@pytest.mark.parametrize(("environment", "message"), [
-    ({"LAB_EDGE_PORT": "99999"},
-     "LAB_EDGE_PORT=99999: Input should be less than or equal to 65535"),
-    ({"LAB_HOST": "0.0.0.0"}, "LAB_HOST=0.0.0.0 exposes the lab beyond this machine: set "
-                              "LAB_ADMIN_TOKEN"),
-    ({"LAB_LOADER_STRATEGY": "lazy"}, "LAB_LOADER_STRATEGY=lazy: must be 'joined' or 'selectin'"),
-])
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        (
+            {"LAB_EDGE_PORT": "99999"},
+            "LAB_EDGE_PORT=99999: Input should be less than or equal to 65535",
+        ),
+        (
+            {"LAB_HOST": "0.0.0.0"},
+            "LAB_HOST=0.0.0.0 exposes the lab beyond this machine: set LAB_ADMIN_TOKEN",
+        ),
+        (
+            {"LAB_LOADER_STRATEGY": "lazy"},
+            "LAB_LOADER_STRATEGY=lazy: must be 'joined' or 'selectin'",
+        ),
+    ],
+)
 @pytest.mark.parametrize("command", [["up", "--no-dashboard"], ["toggles"], ["seed"]])
-def test_invalid_settings_are_one_clear_line_and_exit_2(runner: CliRunner, tmp_path: Path,
-                                                        environment: dict[str, str],
-                                                        message: str, command: list[str]) -> None:
+def test_invalid_settings_are_one_clear_line_and_exit_2(
+    runner: CliRunner, tmp_path: Path, environment: dict[str, str], message: str, command: list[str]
+) -> None:
     result = runner.invoke(cli, command, env=environment)
 
     assert_clean_failure(result, 2, f"Error: invalid settings: {message}")
@@ -123,8 +153,9 @@ def test_invalid_settings_are_one_clear_line_and_exit_2(runner: CliRunner, tmp_p
 def test_unknown_options_are_usage_errors(runner: CliRunner) -> None:
     assert_clean_failure(runner.invoke(cli, ["up", "--workers", "0"]), 2, "--workers")
     assert_clean_failure(runner.invoke(cli, ["launch"]), 2, "No such command 'launch'")
-    assert_clean_failure(runner.invoke(cli, ["load", "--mix", "list=1,teleport=2"]), 2,
-                         "unknown endpoint 'teleport'")
+    assert_clean_failure(
+        runner.invoke(cli, ["load", "--mix", "list=1,teleport=2"]), 2, "unknown endpoint 'teleport'"
+    )
     assert_clean_failure(runner.invoke(cli, ["load", "--concurrency", "0"]), 2, "--concurrency")
 
 
@@ -161,8 +192,9 @@ def _admin_app(stand_in: AdminStandIn) -> Flask:
 
     @app.before_request
     def _remember() -> Any:
-        stand_in.requests.append((request.method, request.path, request.get_json(silent=True),
-                                  dict(request.headers)))
+        stand_in.requests.append(
+            (request.method, request.path, request.get_json(silent=True), dict(request.headers))
+        )
         if stand_in.token and request.headers.get("X-Lab-Admin-Token") != stand_in.token:
             return jsonify(error="the admin API needs the admin token"), 401
         return None
@@ -194,8 +226,7 @@ def admin() -> Iterator[AdminStandIn]:
     thread.join(timeout=5)
 
 
-def test_toggles_without_arguments_shows_the_table(runner: CliRunner,
-                                                   admin: AdminStandIn) -> None:
+def test_toggles_without_arguments_shows_the_table(runner: CliRunner, admin: AdminStandIn) -> None:
     result = runner.invoke(cli, ["toggles", "--url", admin.url])
 
     assert result.exit_code == 0, result.output
@@ -204,10 +235,12 @@ def test_toggles_without_arguments_shows_the_table(runner: CliRunner,
     assert [(method, path) for method, path, *_ in admin.requests] == [("GET", "/admin/toggles")]
 
 
-def test_toggles_sends_only_the_changes_and_prints_the_result(runner: CliRunner,
-                                                              admin: AdminStandIn) -> None:
-    result = runner.invoke(cli, ["toggles", "--url", admin.url, "eager_loading=on",
-                                 "redis_cache=true,edge_cache=off"])
+def test_toggles_sends_only_the_changes_and_prints_the_result(
+    runner: CliRunner, admin: AdminStandIn
+) -> None:
+    result = runner.invoke(
+        cli, ["toggles", "--url", admin.url, "eager_loading=on", "redis_cache=true,edge_cache=off"]
+    )
 
     assert result.exit_code == 0, result.output
     method, path, body, _ = admin.requests[-1]
@@ -217,10 +250,12 @@ def test_toggles_sends_only_the_changes_and_prints_the_result(runner: CliRunner,
     assert "app_cache      off" in result.output
 
 
-def test_world_sends_nested_changes_and_prints_every_setting(runner: CliRunner,
-                                                             admin: AdminStandIn) -> None:
-    result = runner.invoke(cli, ["world", "--url", admin.url, "db_round_trip_ms=2",
-                                 "analytics.latency_ms=50"])
+def test_world_sends_nested_changes_and_prints_every_setting(
+    runner: CliRunner, admin: AdminStandIn
+) -> None:
+    result = runner.invoke(
+        cli, ["world", "--url", admin.url, "db_round_trip_ms=2", "analytics.latency_ms=50"]
+    )
 
     assert result.exit_code == 0, result.output
     assert admin.requests[-1][2] == {"db_round_trip_ms": 2.0, "analytics": {"latency_ms": 50.0}}
@@ -235,8 +270,9 @@ def test_json_output_is_the_labs_answer(runner: CliRunner, admin: AdminStandIn) 
     assert json.loads(result.output)["toggles"]["eager_loading"] is False
 
 
-def test_the_admin_token_is_sent_and_a_refusal_explained(runner: CliRunner,
-                                                         admin: AdminStandIn) -> None:
+def test_the_admin_token_is_sent_and_a_refusal_explained(
+    runner: CliRunner, admin: AdminStandIn
+) -> None:
     admin.token = "s3cret"
 
     toggles = ["toggles", "--url", admin.url]
@@ -248,14 +284,22 @@ def test_the_admin_token_is_sent_and_a_refusal_explained(runner: CliRunner,
     assert_clean_failure(refused, 1, "refused the admin request (401)", "LAB_ADMIN_TOKEN")
 
 
-def test_the_running_lab_is_found_through_lab_json(runner: CliRunner, admin: AdminStandIn,
-                                                   tmp_path: Path) -> None:
+def test_the_running_lab_is_found_through_lab_json(
+    runner: CliRunner, admin: AdminStandIn, tmp_path: Path
+) -> None:
     var = tmp_path / "var"
     var.mkdir()
-    (var / "lab.json").write_text(json.dumps({
-        "pid": os.getpid(), "started_at": psutil.Process().create_time(),
-        "urls": {"service": admin.url}, "processes": {}, "log_dir": str(var / "log"),
-    }))
+    (var / "lab.json").write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "started_at": psutil.Process().create_time(),
+                "urls": {"service": admin.url},
+                "processes": {},
+                "log_dir": str(var / "log"),
+            }
+        )
+    )
 
     result = runner.invoke(cli, ["toggles", "eager_loading=on"])
 
@@ -264,8 +308,9 @@ def test_the_running_lab_is_found_through_lab_json(runner: CliRunner, admin: Adm
 
 
 # --- seed ---------------------------------------------------------------------------------------
-def test_seed_is_idempotent_and_refuses_to_overwrite_without_reset(runner: CliRunner,
-                                                                   tmp_path: Path) -> None:
+def test_seed_is_idempotent_and_refuses_to_overwrite_without_reset(
+    runner: CliRunner, tmp_path: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 'seeded.db'}"
     seed = ["seed", "--database-url", url, "--users", "5", "--tags", "5", "--no-progress"]
 
@@ -282,8 +327,9 @@ def test_seed_is_idempotent_and_refuses_to_overwrite_without_reset(runner: CliRu
 
 
 def test_seed_defaults_to_the_database_in_the_var_dir(runner: CliRunner, tmp_path: Path) -> None:
-    result = runner.invoke(cli, ["seed", "--leads", "3", "--users", "2", "--tags", "2",
-                                 "--no-progress"])
+    result = runner.invoke(
+        cli, ["seed", "--leads", "3", "--users", "2", "--tags", "2", "--no-progress"]
+    )
 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "var" / "lab.db").is_file()

@@ -1,7 +1,7 @@
 """The article's N+1: statements per request, lazy vs eager.
 
-The counts are the span budgets' (``telemetry.testing``), as any project using the plugin would
-write them; ``Server-Timing`` must carry the same numbers.
+The counts are the span budgets' (``latency_lab.telemetry.testing``), as any project using the
+plugin would write them; ``Server-Timing`` must carry the same numbers.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from telemetry import vocabulary as v
-from telemetry.nplusone import Finding
-from telemetry.testing import (
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import Finding
+from latency_lab.telemetry.testing import (
     SpanBudgetError,
     assert_max_queries,
     assert_no_n_plus_one,

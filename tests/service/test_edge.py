@@ -25,14 +25,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
-from service.access import configuration_signature
-from service.config import Settings
-from service.edge import HIT_TIMING, UPSTREAM_TIMEOUT, create_edge_app
-from service.redis_server import RedisServer, free_port
-from service.shared_state import SharedState
-from service.toggles import Toggles
-from telemetry import configure
-from telemetry import vocabulary as v
+from latency_lab.core.access import configuration_signature
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.toggles import Toggles
+from latency_lab.edge.app import HIT_TIMING, UPSTREAM_TIMEOUT, create_edge_app
+from latency_lab.lab.redis_server import RedisServer, free_port
+from latency_lab.telemetry import configure
+from latency_lab.telemetry import vocabulary as v
 from tests.lab_fixtures import process_env, start_gunicorn, stop_process, wait_until_up
 
 UPSTREAM_TIMING = 'db;dur=4.2;desc="3 statements", ext;dur=0.0;desc="0 calls"'
@@ -66,8 +66,9 @@ class FakeService:
         app = Flask("fake_service", static_folder=None)
         app.add_url_rule("/cc/<kind>", view_func=self._with_cache_control)
         app.add_url_rule("/no-etag", view_func=self._without_etag)
-        app.add_url_rule("/", defaults={"path": ""}, view_func=self._echo,
-                         methods=["GET", "POST", "PATCH"])
+        app.add_url_rule(
+            "/", defaults={"path": ""}, view_func=self._echo, methods=["GET", "POST", "PATCH"]
+        )
         app.add_url_rule("/<path:path>", view_func=self._echo, methods=["GET", "POST", "PATCH"])
         app.before_request(self._record)
         app.after_request(self._service_headers)
@@ -80,8 +81,9 @@ class FakeService:
     def _record(self) -> None:
         target = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
         with self._lock:
-            self.received.append(Received(request.method, target, dict(request.headers),
-                                          request.get_data()))
+            self.received.append(
+                Received(request.method, target, dict(request.headers), request.get_data())
+            )
         time.sleep(self.delay_s)
 
     def _with_cache_control(self, kind: str) -> Response:
@@ -117,8 +119,9 @@ class FakeService:
 def fake_service() -> Iterator[tuple[FakeService, str]]:
     service = FakeService()
     server: BaseWSGIServer = make_server("127.0.0.1", free_port(), service.app(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield service, f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
@@ -149,28 +152,46 @@ class EdgeUnderTest:
 
     def trace(self, response: TestResponse) -> list[ReadableSpan]:
         trace_id = response.headers["traceresponse"].split("-")[1]
-        return [s for s in self.spans.get_finished_spans()
-                if s.context is not None and f"{s.context.trace_id:032x}" == trace_id]
+        return [
+            s
+            for s in self.spans.get_finished_spans()
+            if s.context is not None and f"{s.context.trace_id:032x}" == trace_id
+        ]
 
 
 MakeEdge = Callable[..., EdgeUnderTest]
 
 
 @pytest.fixture
-def make_edge(fake_service: tuple[FakeService, str], shared_state: SharedState, redis_url: str,
-              tmp_path: Path) -> MakeEdge:
+def make_edge(
+    fake_service: tuple[FakeService, str], shared_state: SharedState, redis_url: str, tmp_path: Path
+) -> MakeEdge:
     service, url = fake_service
 
-    def build(*, edge_cache: bool = True, service_url: str | None = None,
-              timeout: httpx.Timeout | None = None, **settings: Any) -> EdgeUnderTest:
+    def build(
+        *,
+        edge_cache: bool = True,
+        service_url: str | None = None,
+        timeout: httpx.Timeout | None = None,
+        **settings: Any,
+    ) -> EdgeUnderTest:
         shared_state.set_toggles(Toggles(edge_cache=edge_cache))
         exporter = InMemorySpanExporter()
-        telemetry = configure("latency-lab-edge-test", role="edge",
-                              processors=[SimpleSpanProcessor(exporter)])
-        config = Settings(REDIS_URL=redis_url, LAB_VAR_DIR=tmp_path,
-                          LAB_SERVICE_URL=service_url or url, **settings)
-        app = create_edge_app(config, shared_state=shared_state, telemetry=telemetry,
-                              upstream_timeout=timeout or UPSTREAM_TIMEOUT)
+        telemetry = configure(
+            "latency-lab-edge-test", role="edge", processors=[SimpleSpanProcessor(exporter)]
+        )
+        config = Settings(
+            REDIS_URL=redis_url,
+            LAB_VAR_DIR=tmp_path,
+            LAB_SERVICE_URL=service_url or url,
+            **settings,
+        )
+        app = create_edge_app(
+            config,
+            shared_state=shared_state,
+            telemetry=telemetry,
+            upstream_timeout=timeout or UPSTREAM_TIMEOUT,
+        )
         return EdgeUnderTest(app.test_client(), exporter, service)
 
     return build
@@ -254,8 +275,9 @@ def test_a_successful_write_invalidates_its_url(make_edge: MakeEdge) -> None:
     edge.get("/api/leads/5")
     assert edge.get("/api/leads/5").headers["X-Cache"] == "HIT"
 
-    patched = edge.client.patch("/api/leads/5", data=b'{"status": "won"}',
-                                content_type="application/json")
+    patched = edge.client.patch(
+        "/api/leads/5", data=b'{"status": "won"}', content_type="application/json"
+    )
 
     assert patched.headers["X-Cache"] == "BYPASS"
     assert edge.service.received[-1].body == b'{"status": "won"}'
@@ -266,7 +288,8 @@ def test_requests_are_forwarded_faithfully(make_edge: MakeEdge) -> None:
     edge = make_edge(edge_cache=False)
 
     response = edge.client.post(
-        "/api/leads/caf%C3%A9?status=new&tag=a%2Fb", data=b"payload",
+        "/api/leads/caf%C3%A9?status=new&tag=a%2Fb",
+        data=b"payload",
         headers={"Connection": "close, X-Hop", "X-Hop": "1", "X-Custom": "kept"},
     )
 
@@ -331,8 +354,12 @@ def test_override_with_the_admin_token_from_anywhere(make_edge: MakeEdge) -> Non
     remote = {"REMOTE_ADDR": "203.0.113.9"}
 
     without = edge.get("/cc/public", toggles=EDGE_ON)  # loopback is not enough with a token
-    with_token = edge.get("/cc/public", toggles=EDGE_ON, environ_base=remote,
-                          headers={"Authorization": "Bearer s3cret"})
+    with_token = edge.get(
+        "/cc/public",
+        toggles=EDGE_ON,
+        environ_base=remote,
+        headers={"Authorization": "Bearer s3cret"},
+    )
 
     assert without.headers["X-Cache"] == "BYPASS"
     assert with_token.headers["X-Cache"] == "MISS"
@@ -432,7 +459,9 @@ def test_health_and_purge(make_edge: MakeEdge) -> None:
 
 # --- the real entry point ---------------------------------------------------------------------
 def test_gunicorn_entry_point_caches_in_front_of_the_service(
-    fake_service: tuple[FakeService, str], redis_server: RedisServer, redis_url: str,
+    fake_service: tuple[FakeService, str],
+    redis_server: RedisServer,
+    redis_url: str,
     tmp_path: Path,
 ) -> None:
     service, service_url = fake_service
@@ -440,18 +469,24 @@ def test_gunicorn_entry_point_caches_in_front_of_the_service(
     state.set_toggles(Toggles(edge_cache=True))
     state.close()
     port = free_port()
-    env = process_env(REDIS_URL=redis_url, LAB_VAR_DIR=str(tmp_path),
-                      LAB_SERVICE_URL=service_url, LAB_EDGE_PORT=str(port))
+    env = process_env(
+        REDIS_URL=redis_url,
+        LAB_VAR_DIR=str(tmp_path),
+        LAB_SERVICE_URL=service_url,
+        LAB_EDGE_PORT=str(port),
+    )
     log_file = tmp_path / "edge.log"
-    process = start_gunicorn("service.edge:create_edge_app()", port=port, env=env,
-                             log_file=log_file)
+    process = start_gunicorn(
+        "latency_lab.edge.app:create_edge_app()", port=port, env=env, log_file=log_file
+    )
     edge = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{edge}/edge/healthz", process, log_file)
         first = httpx.get(f"{edge}/cc/public", timeout=5)
         second = httpx.get(f"{edge}/cc/public", timeout=5)
-        down = httpx.get(f"{edge}/cc/public", headers={"X-Lab-Toggles": "edge_cache=off"},
-                         timeout=5)
+        down = httpx.get(
+            f"{edge}/cc/public", headers={"X-Lab-Toggles": "edge_cache=off"}, timeout=5
+        )
     finally:
         stop_process(process)
 

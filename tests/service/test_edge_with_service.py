@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.redis_server import free_port
-from service.shared_state import SharedState
-from service.toggles import Toggles
-from telemetry.store import TraceStore
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.toggles import Toggles
+from latency_lab.lab.redis_server import free_port
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import (
     ServiceProcess,
     eventually,
@@ -35,7 +35,7 @@ def edge_url(
     log_file = tmp_path / "edge.log"
     env = lab_process_env | {"LAB_SERVICE_URL": service_process.url}
     process = start_gunicorn(
-        "service.edge:create_edge_app()", port=port, env=env, log_file=log_file
+        "latency_lab.edge.app:create_edge_app()", port=port, env=env, log_file=log_file
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -98,7 +98,8 @@ def test_edge_summary_rows_carry_the_services_statement_count(
 
     def edge_rows() -> list[dict[str, object]]:
         rows = [
-            r for r in store.recent_requests(limit=100)
+            r
+            for r in store.recent_requests(limit=100)
             if r["role"] == "edge" and str(r["target"]).startswith("/api/leads")
         ]
         return rows if len(rows) == 2 else []

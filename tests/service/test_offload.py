@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from telemetry import vocabulary as v
-from telemetry.store import TraceStore
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import (
     NEW_LEAD,
     Lab,

@@ -26,11 +26,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from service import runtime
-from service.cli import cli
-from service.config import Settings
-from service.redis_server import free_port
-from service.runtime import (
+from latency_lab.cli.main import cli
+from latency_lab.core.settings import Settings
+from latency_lab.lab import runtime
+from latency_lab.lab.redis_server import free_port
+from latency_lab.lab.runtime import (
     HttpProbe,
     Lab,
     LabError,
@@ -43,13 +43,14 @@ from service.runtime import (
     read_lab_info,
     redact_url,
 )
-from service.supervisor import RestartPolicy
+from latency_lab.lab.supervisor import RestartPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLEEP = "import time\nwhile True: time.sleep(1)"
 # Quick to give up, so that crash loops take seconds: 3 exits within a minute.
-FAST_RESTARTS = RestartPolicy(initial_delay_s=0.1, max_delay_s=0.4, crash_limit=3,
-                              ready_timeout_s=20, check_interval_s=0.5)
+FAST_RESTARTS = RestartPolicy(
+    initial_delay_s=0.1, max_delay_s=0.4, crash_limit=3, ready_timeout_s=20, check_interval_s=0.5
+)
 
 
 def python(code: str) -> tuple[str, ...]:
@@ -98,31 +99,43 @@ def make_settings(**values: Any) -> Settings:
 
 def clean_env(**values: str) -> dict[str, str]:
     """Our environment without any lab settings (and without REDIS_URL), plus ``values``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LAB_", "OTEL_")) and k != "REDIS_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LAB_", "OTEL_")) and k != "REDIS_URL"
+    }
     env.update(values)
     return env
 
 
 # --- what runs, in which order ------------------------------------------------------------------
 def test_tiers_start_dependencies_first_with_the_configured_sizes(tmp_path: Path) -> None:
-    settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_SERVICE_WORKERS=3, LAB_RQ_WORKERS=2,
-                        LAB_EDGE_PORT=9100, LAB_SERVICE_PORT=9101, LAB_THIRDPARTY_PORT=9102)
+    settings = make_settings(
+        LAB_VAR_DIR=tmp_path,
+        LAB_SERVICE_WORKERS=3,
+        LAB_RQ_WORKERS=2,
+        LAB_EDGE_PORT=9100,
+        LAB_SERVICE_PORT=9101,
+        LAB_THIRDPARTY_PORT=9102,
+    )
     tiers = lab_tiers(settings, LabOptions(dashboard=False), "redis://127.0.0.1:1/0")
 
     assert [[spec.name for spec in tier] for tier in tiers] == [
-        ["thirdparty"], ["service", "worker-1", "worker-2", "outbox-relay"], ["edge"],
+        ["thirdparty"],
+        ["service", "worker-1", "worker-2", "outbox-relay"],
+        ["edge"],
     ]
     service = tiers[1][0]
-    assert "service.app:create_app()" in service.argv
+    assert "latency_lab.service.app:create_app()" in service.argv
     assert service.argv[service.argv.index("-w") + 1] == "3"
     assert service.argv[service.argv.index("-b") + 1] == "127.0.0.1:9101"
     assert repr(tiers[2][0].probe) == "http://127.0.0.1:9100/edge/healthz"
     assert repr(tiers[0][0].probe) == "http://127.0.0.1:9102/healthz"
 
 
-def test_dashboard_starts_only_when_its_app_exists(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dashboard_starts_only_when_its_app_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script = tmp_path / "dashboard" / "app.py"
     monkeypatch.setattr(runtime, "dashboard_script", lambda: script)
     settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_DASHBOARD_PORT=9200)
@@ -133,8 +146,9 @@ def test_dashboard_starts_only_when_its_app_exists(tmp_path: Path,
     dashboard = lab_tiers(settings, LabOptions(), "")[-1][-1]
     assert dashboard.name == "dashboard"
     assert str(script) in dashboard.argv and "9200" in dashboard.argv
-    assert "dashboard" not in [s.name for s in lab_tiers(settings, LabOptions(dashboard=False),
-                                                         "")[-1]]
+    assert "dashboard" not in [
+        s.name for s in lab_tiers(settings, LabOptions(dashboard=False), "")[-1]
+    ]
 
 
 def test_children_learn_where_everything_is(tmp_path: Path) -> None:
@@ -158,8 +172,13 @@ def test_a_taken_port_is_refused_naming_the_setting_to_change() -> None:
         with pytest.raises(LabError, match=rf"port {port} .* edge, is in use.*LAB_EDGE_PORT"):
             check_ports_free("127.0.0.1", [spec])
     with pytest.raises(LabError, match="LAB_EDGE_PORT and LAB_SERVICE_PORT are both 9400"):
-        check_ports_free("127.0.0.1", [ProcessSpec("service", ("true",), port=9400),
-                                       ProcessSpec("edge", ("true",), port=9400)])
+        check_ports_free(
+            "127.0.0.1",
+            [
+                ProcessSpec("service", ("true",), port=9400),
+                ProcessSpec("edge", ("true",), port=9400),
+            ],
+        )
 
 
 def test_passwords_are_not_printed() -> None:
@@ -177,8 +196,11 @@ def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
 
 
 def test_a_child_dying_during_start_up_is_named_with_its_log(supervisor: Supervisor) -> None:
-    spec = ProcessSpec("thirdparty", python("import sys\nprint('cannot bind 8002')\nsys.exit(3)"),
-                       probe=lambda pid: False)
+    spec = ProcessSpec(
+        "thirdparty",
+        python("import sys\nprint('cannot bind 8002')\nsys.exit(3)"),
+        probe=lambda pid: False,
+    )
     process = supervisor.spawn(spec)
 
     with pytest.raises(LabError) as error:
@@ -189,16 +211,20 @@ def test_a_child_dying_during_start_up_is_named_with_its_log(supervisor: Supervi
 
 
 def test_a_child_never_ready_is_named_after_the_timeout(supervisor: Supervisor) -> None:
-    spec = ProcessSpec("edge", python(f"print('booting')\n{SLEEP}"),
-                       probe=HttpProbe(f"http://127.0.0.1:{free_port()}/edge/healthz"))
+    spec = ProcessSpec(
+        "edge",
+        python(f"print('booting')\n{SLEEP}"),
+        probe=HttpProbe(f"http://127.0.0.1:{free_port()}/edge/healthz"),
+    )
     process = supervisor.spawn(spec)
 
     with pytest.raises(LabError, match=r"edge \(pid \d+\) was not ready after 1 s.*/edge/healthz"):
         supervisor.wait_ready([process], timeout_s=1)
 
 
-def test_the_dashboard_command_line_serves_streamlit(supervisor: Supervisor, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dashboard_command_line_serves_streamlit(
+    supervisor: Supervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script = tmp_path / "dashboard" / "app.py"
     script.parent.mkdir()
     script.write_text("import streamlit as st\nst.title('stand-in dashboard')\n")
@@ -250,15 +276,22 @@ class StandInLab:
     warnings: list[str] = field(default_factory=list)
 
     def tiers(self, settings: Settings, options: LabOptions, redis: str) -> list[list[ProcessSpec]]:
-        web = ProcessSpec("thirdparty", (sys.executable, "-m", "http.server", str(self.port),
-                                         "--bind", "127.0.0.1"),
-                          probe=HttpProbe(f"http://127.0.0.1:{self.port}/"), port=self.port)
+        web = ProcessSpec(
+            "thirdparty",
+            (sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1"),
+            probe=HttpProbe(f"http://127.0.0.1:{self.port}/"),
+            port=self.port,
+        )
         return [[web], [ProcessSpec(self.name, python(self.second))]]
 
     def build(self, second: str, name: str = "service") -> Lab:
         self.second, self.name = second, name
-        return Lab(self.settings, LabOptions(stop_grace_s=2, restart=FAST_RESTARTS),
-                   say=lambda message: None, warn=self.warnings.append)
+        return Lab(
+            self.settings,
+            LabOptions(stop_grace_s=2, restart=FAST_RESTARTS),
+            say=lambda message: None,
+            warn=self.warnings.append,
+        )
 
     def lab_json(self) -> dict[str, Any]:
         try:
@@ -274,8 +307,9 @@ class StandInLab:
 
 @pytest.fixture
 def stand_in(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> StandInLab:
-    stand_in = StandInLab(make_settings(LAB_VAR_DIR=tmp_path / "var", REDIS_URL=redis_url),
-                          free_port())
+    stand_in = StandInLab(
+        make_settings(LAB_VAR_DIR=tmp_path / "var", REDIS_URL=redis_url), free_port()
+    )
     monkeypatch.setattr(runtime, "lab_tiers", stand_in.tiers)
     monkeypatch.setattr(Lab, "_seed", lambda self: None)
     return stand_in
@@ -316,8 +350,7 @@ def in_background(action: Callable[[], None]) -> list[BaseException]:
     return errors
 
 
-def test_a_child_that_dies_is_started_again_and_its_restart_recorded(
-        stand_in: StandInLab) -> None:
+def test_a_child_that_dies_is_started_again_and_its_restart_recorded(stand_in: StandInLab) -> None:
     lab = stand_in.build(SLEEP, name="worker-1")
     seen: dict[str, Any] = {}
 
@@ -325,10 +358,19 @@ def test_a_child_that_dies_is_started_again_and_its_restart_recorded(
         wait_for(lambda: stand_in.child("worker-1").get("state") == "up", 30, "worker-1 up")
         first = stand_in.child("worker-1")["pid"]
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: stand_in.child("worker-1").get("restarts") == 1
-                 and stand_in.child("worker-1")["state"] == "up", 10, "worker-1 back")
-        seen.update(first=first, child=stand_in.child("worker-1"),
-                    processes=stand_in.lab_json()["processes"])
+        wait_for(
+            lambda: (
+                stand_in.child("worker-1").get("restarts") == 1
+                and stand_in.child("worker-1")["state"] == "up"
+            ),
+            10,
+            "worker-1 back",
+        )
+        seen.update(
+            first=first,
+            child=stand_in.child("worker-1"),
+            processes=stand_in.lab_json()["processes"],
+        )
 
     errors = in_background(kill_and_watch_it_come_back)
     assert lab.run() == 0
@@ -337,13 +379,16 @@ def test_a_child_that_dies_is_started_again_and_its_restart_recorded(
     assert seen["child"]["pid"] != seen["first"]
     assert seen["child"]["last_exit"] == "was killed by SIGKILL"
     assert seen["processes"]["worker-1"] == seen["child"]["pid"]
-    assert any(f"worker-1 (pid {seen['first']}) was killed by SIGKILL; starting it again" in w
-               for w in stand_in.warnings)
+    assert any(
+        f"worker-1 (pid {seen['first']}) was killed by SIGKILL; starting it again" in w
+        for w in stand_in.warnings
+    )
     assert any(w.startswith("worker-1 is back") for w in stand_in.warnings)
 
 
 def test_an_essential_child_that_keeps_dying_is_given_up_on_and_the_lab_stops(
-        stand_in: StandInLab) -> None:
+    stand_in: StandInLab,
+) -> None:
     lab = stand_in.build("import sys, time\ntime.sleep(1)\nprint('out of memory')\nsys.exit(9)")
 
     assert lab.run() == 1
@@ -358,16 +403,20 @@ def test_an_essential_child_that_keeps_dying_is_given_up_on_and_the_lab_stops(
 
 
 def test_a_child_that_keeps_dying_on_start_is_reported_down_and_the_lab_goes_on(
-        stand_in: StandInLab) -> None:
-    lab = stand_in.build("import sys\nprint('cannot reach the database')\nsys.exit(2)",
-                         name="outbox-relay")
+    stand_in: StandInLab,
+) -> None:
+    lab = stand_in.build(
+        "import sys\nprint('cannot reach the database')\nsys.exit(2)", name="outbox-relay"
+    )
     seen: dict[str, Any] = {}
 
     def wait_until_given_up() -> None:
         wait_for(lambda: stand_in.child("outbox-relay").get("state") == "down", 30, "given up")
         time.sleep(1)  # the lab goes on
-        seen.update(relay=stand_in.child("outbox-relay"),
-                    web=httpx.get(f"http://127.0.0.1:{stand_in.port}/").status_code)
+        seen.update(
+            relay=stand_in.child("outbox-relay"),
+            web=httpx.get(f"http://127.0.0.1:{stand_in.port}/").status_code,
+        )
 
     errors = in_background(wait_until_given_up)
     assert lab.run() == 0  # stopped by the SIGTERM, not by the relay
@@ -415,10 +464,22 @@ def test_status_prints_each_process_its_restarts_and_what_is_down(tmp_path: Path
     try:
         now = time.time()
         children = {
-            "service": {"pid": sleeper.pid, "state": "up", "started_at": now - 125, "restarts": 2,
-                        "last_exit": "was killed by SIGKILL", "essential": True},
-            "worker-1": {"pid": 999_999, "state": "down", "started_at": now - 50, "restarts": 4,
-                         "last_exit": "exited (1)", "essential": False},
+            "service": {
+                "pid": sleeper.pid,
+                "state": "up",
+                "started_at": now - 125,
+                "restarts": 2,
+                "last_exit": "was killed by SIGKILL",
+                "essential": True,
+            },
+            "worker-1": {
+                "pid": 999_999,
+                "state": "down",
+                "started_at": now - 50,
+                "restarts": 4,
+                "last_exit": "exited (1)",
+                "essential": False,
+            },
         }
         write_lab_json(tmp_path, children)
         os.kill(sleeper.pid, signal.SIGSTOP)
@@ -443,18 +504,32 @@ def write_lab_json(var: Path, children: dict[str, dict[str, Any]]) -> None:
     """A lab.json as the lab writes it, naming this test process as the lab (so it is live)."""
     me = psutil.Process()
     var.mkdir(parents=True, exist_ok=True)
-    (var / "lab.json").write_text(json.dumps({
-        "pid": me.pid, "started_at": me.create_time(), "urls": {"edge": "http://127.0.0.1:1"},
-        "processes": {name: child["pid"] for name, child in children.items()},
-        "log_dir": str(var / "log"), "owns_redis": True, "children": children,
-    }))
+    (var / "lab.json").write_text(
+        json.dumps(
+            {
+                "pid": me.pid,
+                "started_at": me.create_time(),
+                "urls": {"edge": "http://127.0.0.1:1"},
+                "processes": {name: child["pid"] for name, child in children.items()},
+                "log_dir": str(var / "log"),
+                "owns_redis": True,
+                "children": children,
+            }
+        )
+    )
 
 
 # --- the real thing ------------------------------------------------------------------------------
 def test_exposed_host_without_token_refuses_to_start(tmp_path: Path) -> None:
     env = clean_env(LAB_VAR_DIR=str(tmp_path / "var"), LAB_HOST="0.0.0.0")
-    done = subprocess.run([sys.executable, "-m", "service.cli", "up", "--no-dashboard"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "latency_lab.cli.main", "up", "--no-dashboard"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert done.returncode == 2
     assert "LAB_HOST=0.0.0.0" in done.stderr and "set LAB_ADMIN_TOKEN" in done.stderr
@@ -466,14 +541,33 @@ def test_exposed_host_without_token_refuses_to_start(tmp_path: Path) -> None:
 def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
     """`latency-lab up` with its own Redis, a small seed and free ports, as a user runs it."""
     var = tmp_path / "var"
-    env = clean_env(LAB_VAR_DIR=str(var), LAB_EDGE_PORT=str(free_port()),
-                    LAB_SERVICE_PORT=str(free_port()), LAB_THIRDPARTY_PORT=str(free_port()),
-                    LAB_DASHBOARD_PORT=str(free_port()), OTEL_BSP_SCHEDULE_DELAY="100")
+    env = clean_env(
+        LAB_VAR_DIR=str(var),
+        LAB_EDGE_PORT=str(free_port()),
+        LAB_SERVICE_PORT=str(free_port()),
+        LAB_THIRDPARTY_PORT=str(free_port()),
+        LAB_DASHBOARD_PORT=str(free_port()),
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     with open(tmp_path / "stdout.txt", "wb") as out, open(tmp_path / "stderr.txt", "wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up", "--no-dashboard", "--workers", "1",
-             "--rq-workers", "1", "--seed-leads", "50"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=err,
+            [
+                sys.executable,
+                "-m",
+                "latency_lab.cli.main",
+                "up",
+                "--no-dashboard",
+                "--workers",
+                "1",
+                "--rq-workers",
+                "1",
+                "--seed-leads",
+                "50",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
         )
     try:
         yield process, env, tmp_path
@@ -503,7 +597,8 @@ def _wait_until_up(process: subprocess.Popen[bytes], tmp_path: Path) -> dict[str
 
 
 def test_up_serves_every_url_and_ctrl_c_stops_every_process(
-        lab_process: tuple[subprocess.Popen[bytes], dict[str, str], Path]) -> None:
+    lab_process: tuple[subprocess.Popen[bytes], dict[str, str], Path],
+) -> None:
     process, env, tmp_path = lab_process
     info = _wait_until_up(process, tmp_path)
     urls: dict[str, str] = info["urls"]
@@ -515,8 +610,12 @@ def test_up_serves_every_url_and_ctrl_c_stops_every_process(
     assert info["pid"] == process.pid
     assert set(started) == {"thirdparty", "service", "worker-1", "outbox-relay", "edge", "redis"}
 
-    for url in (f"{urls['edge']}/edge/healthz", f"{urls['edge']}/", f"{urls['service']}/healthz",
-                f"{urls['thirdparty']}/healthz"):
+    for url in (
+        f"{urls['edge']}/edge/healthz",
+        f"{urls['edge']}/",
+        f"{urls['service']}/healthz",
+        f"{urls['thirdparty']}/healthz",
+    ):
         assert httpx.get(url, timeout=10).status_code == 200, url
     leads = httpx.get(f"{urls['edge']}/api/leads?limit=5", timeout=30)
     assert leads.status_code == 200
@@ -524,8 +623,14 @@ def test_up_serves_every_url_and_ctrl_c_stops_every_process(
     with redis.Redis.from_url(urls["redis"]) as client:
         assert client.ping()
 
-    toggled = subprocess.run([sys.executable, "-m", "service.cli", "toggles", "eager_loading=on"],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30)
+    toggled = subprocess.run(
+        [sys.executable, "-m", "latency_lab.cli.main", "toggles", "eager_loading=on"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert toggled.returncode == 0, toggled.stderr
     assert "eager_loading  on" in toggled.stdout
     assert httpx.get(f"{urls['service']}/admin/toggles").json()["toggles"]["eager_loading"]

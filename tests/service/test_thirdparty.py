@@ -17,12 +17,12 @@ from flask.testing import FlaskClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from service.config import Settings
-from service.redis_server import RedisServer, free_port
-from service.shared_state import SharedState
-from service.thirdparty import ThirdPartySimulator, create_thirdparty_app
-from service.world import ProviderWorld, World
-from telemetry import configure
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import ProviderWorld, World
+from latency_lab.lab.redis_server import RedisServer, free_port
+from latency_lab.simulator.app import ThirdPartySimulator, create_thirdparty_app
+from latency_lab.telemetry import configure
 from tests.lab_fixtures import process_env, start_gunicorn, stop_process, wait_until_up
 
 INSTANT = {"latency_ms": 0.0, "jitter_ms": 0.0, "failure_rate": 0.0}
@@ -41,8 +41,11 @@ def world_state(redis_url: str) -> Iterator[SharedState]:
 
 @pytest.fixture
 def simulator(world_state: SharedState, redis_url: str, tmp_path: Path) -> FlaskClient:
-    telemetry = configure("latency-lab-thirdparty-test", role="thirdparty",
-                          processors=[SimpleSpanProcessor(InMemorySpanExporter())])
+    telemetry = configure(
+        "latency-lab-thirdparty-test",
+        role="thirdparty",
+        processors=[SimpleSpanProcessor(InMemorySpanExporter())],
+    )
     settings = Settings(REDIS_URL=redis_url, LAB_VAR_DIR=tmp_path)
     app = create_thirdparty_app(settings, shared_state=world_state, telemetry=telemetry)
     return app.test_client()
@@ -60,8 +63,9 @@ def calls(client: FlaskClient, **query: str) -> dict[str, Any]:
 
 
 # --- latency and failures ---------------------------------------------------------------------
-def test_latency_comes_from_the_shared_world(simulator: FlaskClient,
-                                             world_state: SharedState) -> None:
+def test_latency_comes_from_the_shared_world(
+    simulator: FlaskClient, world_state: SharedState
+) -> None:
     set_provider(world_state, "email", latency_ms=120.0)
 
     started = time.perf_counter()
@@ -100,15 +104,20 @@ def test_failure_rate_one_answers_503_and_records_the_failure(
 
 # --- the record of calls ----------------------------------------------------------------------
 def test_every_call_is_recorded_and_counted(simulator: FlaskClient) -> None:
-    simulator.post("/email", json={"to": "a@example.com", "lead_id": 1},
-                   headers={"traceparent": TRACEPARENT})
+    simulator.post(
+        "/email", json={"to": "a@example.com", "lead_id": 1}, headers={"traceparent": TRACEPARENT}
+    )
     simulator.post("/email", json={"to": "b@example.com"})
     simulator.post("/analytics", json={"event": "lead_viewed", "properties": {"id": 3}})
     simulator.post("/email", json={"lead_id": 1})  # no "to": rejected, but received
 
     everything = calls(simulator)
     assert everything["counts"]["email"] == {
-        "received": 3, "delivered": 2, "duplicates": 0, "failed": 0, "rejected": 1,
+        "received": 3,
+        "delivered": 2,
+        "duplicates": 0,
+        "failed": 0,
+        "rejected": 1,
     }
     assert everything["counts"]["analytics"]["delivered"] == 1
     assert everything["counts"]["enrichment"]["received"] == 0
@@ -149,13 +158,18 @@ def test_repeated_idempotency_key_is_delivered_once(simulator: FlaskClient) -> N
     assert "Idempotent-Replayed" not in first.headers
     counts = calls(simulator)["counts"]
     assert counts["email"] == {
-        "received": 2, "delivered": 1, "duplicates": 1, "failed": 0, "rejected": 0,
+        "received": 2,
+        "delivered": 1,
+        "duplicates": 1,
+        "failed": 0,
+        "rejected": 0,
     }
     assert counts["analytics"]["delivered"] == 1  # keys are per provider
 
 
-def test_a_failed_attempt_does_not_use_up_its_key(simulator: FlaskClient,
-                                                  world_state: SharedState) -> None:
+def test_a_failed_attempt_does_not_use_up_its_key(
+    simulator: FlaskClient, world_state: SharedState
+) -> None:
     headers = {"Idempotency-Key": "job-42"}
     set_provider(world_state, "email", failure_rate=1.0)
     assert simulator.post("/email", json={"to": "a@x.io"}, headers=headers).status_code == 503
@@ -195,8 +209,9 @@ def test_enrichment_is_plausible_and_deterministic(simulator: FlaskClient) -> No
         ("/enrichment", b'{"lead_id": 1}', "'email' or 'company'"),
     ],
 )
-def test_bad_input_is_a_400_that_names_the_problem(simulator: FlaskClient, path: str,
-                                                   body: bytes, problem: str) -> None:
+def test_bad_input_is_a_400_that_names_the_problem(
+    simulator: FlaskClient, path: str, body: bytes, problem: str
+) -> None:
     response = simulator.post(path, data=body, content_type="application/json")
     assert response.status_code == 400
     assert response.json is not None
@@ -216,14 +231,17 @@ def test_bad_queries_and_unknown_routes_answer_json(simulator: FlaskClient) -> N
 
 # --- the real entry point ---------------------------------------------------------------------
 @pytest.fixture
-def thirdparty_gunicorn(redis_server: RedisServer, redis_url: str,
-                        tmp_path: Path) -> Iterator[str]:
+def thirdparty_gunicorn(redis_server: RedisServer, redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = process_env(REDIS_URL=redis_url, LAB_VAR_DIR=str(tmp_path),
-                      LAB_THIRDPARTY_PORT=str(port))
+    env = process_env(REDIS_URL=redis_url, LAB_VAR_DIR=str(tmp_path), LAB_THIRDPARTY_PORT=str(port))
     log_file = tmp_path / "thirdparty.log"
-    process = start_gunicorn("service.thirdparty:create_thirdparty_app()", port=port, env=env,
-                             log_file=log_file, threads=32)
+    process = start_gunicorn(
+        "latency_lab.simulator.app:create_thirdparty_app()",
+        port=port,
+        env=env,
+        log_file=log_file,
+        threads=32,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/healthz", process, log_file)
@@ -241,8 +259,12 @@ def test_gunicorn_entry_point_delivers_concurrent_retries_once(
     time.sleep(0.3)  # the simulator's poller refreshes every 0.2 s
 
     def send(_: int) -> httpx.Response:
-        return httpx.post(f"{thirdparty_gunicorn}/email", json={"to": "ops@example.com"},
-                          headers={"Idempotency-Key": "retry-storm"}, timeout=5)
+        return httpx.post(
+            f"{thirdparty_gunicorn}/email",
+            json={"to": "ops@example.com"},
+            headers={"Idempotency-Key": "retry-storm"},
+            timeout=5,
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(send, range(8)))

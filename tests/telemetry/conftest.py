@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from telemetry.testing import SpanCapture
+from latency_lab.telemetry.testing import SpanCapture
 from tests.lab_fixtures import reachable_postgres
 from tests.telemetry.sample_app import create_app
 

@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
-from telemetry.processors import BatchSettings, CountingBatchSpanProcessor
-from telemetry.store import TraceStoreExporter
+from latency_lab.telemetry.processors import BatchSettings, CountingBatchSpanProcessor
+from latency_lab.telemetry.store import TraceStoreExporter
 from tests.telemetry.factories import RecordingProvider, RequestShape, request_trace
 
 SPANS_PER_TRACE = 10

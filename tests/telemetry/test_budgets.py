@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from telemetry import vocabulary as v
-from telemetry.testing import (
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.testing import (
     SpanCapture,
     assert_cache_hit,
     assert_max_queries,
@@ -177,7 +177,7 @@ def test_watching_an_apps_own_provider(spans: SpanCapture) -> None:
 # --- as an outside project runs it: a separate pytest process, plugin from the entry point ------
 INNER_TESTS = textwrap.dedent(
     """
-    from telemetry.testing import assert_max_queries
+    from latency_lab.telemetry.testing import assert_max_queries
     from tests.telemetry.sample_app import create_app
 
     def test_author_listing_budget():

@@ -9,10 +9,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import telemetry
-from telemetry import vocabulary as v
-from telemetry.processors import BatchSettings
-from telemetry.store import TraceStore
+from latency_lab import telemetry
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.processors import BatchSettings
+from latency_lab.telemetry.store import TraceStore
 
 VARIABLES = (
     "OTEL_SDK_DISABLED",

@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-import telemetry
-from telemetry.processors import BatchSettings, CountingBatchSpanProcessor
-from telemetry.store import TraceStore
+from latency_lab import telemetry
+from latency_lab.telemetry.processors import BatchSettings, CountingBatchSpanProcessor
+from latency_lab.telemetry.store import TraceStore
 
 
 class Collector(HTTPServer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from telemetry.nplusone import (
+from latency_lab.telemetry.nplusone import (
     API_FIX,
     GENERIC_QUERY_FIX,
     Finding,
@@ -14,7 +14,7 @@ from telemetry.nplusone import (
     normalize_statement,
     relationship_kinds,
 )
-from telemetry.testing import SpanCapture
+from latency_lab.telemetry.testing import SpanCapture
 from tests.telemetry.sample_app.models import Base
 
 

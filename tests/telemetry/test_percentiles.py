@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from dashboard.loadgen import Endpoint, Sample, summarize
-from telemetry.accounting import ServerTiming
-from telemetry.percentiles import nearest_rank, nearest_ranks, rank
-from telemetry.store import TraceStore
+from latency_lab.lab.loadgen import Endpoint, Sample, summarize
+from latency_lab.telemetry.accounting import ServerTiming
+from latency_lab.telemetry.percentiles import nearest_rank, nearest_ranks, rank
+from latency_lab.telemetry.store import TraceStore
 from tests.telemetry.factories import RecordingProvider, RequestShape, request_traces
 
 

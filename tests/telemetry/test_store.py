@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 
-from telemetry import vocabulary as v
-from telemetry.nplusone import Finding
-from telemetry.store import TraceStore, TraceStoreExporter, normalize_url
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.nplusone import Finding
+from latency_lab.telemetry.store import TraceStore, TraceStoreExporter, normalize_url
 from tests.telemetry.factories import (
     MS,
     RecordingProvider,

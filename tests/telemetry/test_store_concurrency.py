@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from telemetry.store import TraceStore, requests_table, spans_table
+from latency_lab.telemetry.store import TraceStore, requests_table, spans_table
 
 WRITERS = 4
 SPANS_PER_WRITER = 2_000
@@ -95,7 +95,10 @@ def test_concurrent_writers_lose_nothing_while_a_reader_reads(store_url: str) ->
 
 def test_processes_creating_the_store_at_once(store_url: str) -> None:
     """Several processes starting together all create the tables; none of them fails."""
-    script = "import sys; from telemetry.store import TraceStore; TraceStore(sys.argv[1]).create()"
+    script = (
+        "import sys; from latency_lab.telemetry.store import TraceStore; "
+        "TraceStore(sys.argv[1]).create()"
+    )
     runs = [
         subprocess.Popen([sys.executable, "-c", script, store_url], cwd=CHECKOUT)
         for _ in range(WRITERS)

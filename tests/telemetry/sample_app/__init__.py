@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from telemetry import vocabulary as v
+from latency_lab.telemetry import vocabulary as v
 from tests.telemetry.sample_app.models import Author, Base, Book, seed
 
 WELCOME_JOB = "sample_app.jobs.send_welcome_email"

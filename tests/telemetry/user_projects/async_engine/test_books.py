@@ -1,7 +1,7 @@
 import pytest
 from app import list_books, list_books_eager, open_library
 
-from telemetry.testing import assert_max_queries, assert_no_n_plus_one
+from latency_lab.telemetry.testing import assert_max_queries, assert_no_n_plus_one
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ import pytest
 from app import create_app
 from flask.testing import FlaskClient
 
-from telemetry.testing import assert_no_n_plus_one
+from latency_lab.telemetry.testing import assert_no_n_plus_one
 
 
 @pytest.fixture

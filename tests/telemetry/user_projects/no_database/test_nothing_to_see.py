@@ -2,7 +2,7 @@
 
 from sqlalchemy import create_engine, text
 
-from telemetry.testing import assert_max_queries, assert_queries
+from latency_lab.telemetry.testing import assert_max_queries, assert_queries
 
 
 def test_budget_with_no_engine_in_the_process_fails() -> None:

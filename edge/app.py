@@ -2,12 +2,12 @@
 
 Run as its own process, forwarding to ``settings.resolved_service_url``::
 
-    gunicorn -k gthread --threads 16 -w 1 'service.edge:create_edge_app()'
+    gunicorn -k gthread --threads 16 -w 1 'latency_lab.edge.app:create_edge_app()'
 
 Every request is forwarded to the service (method, path, query, body and headers, minus
 hop-by-hop ones) and the response streamed back. The ``edge_cache`` toggle decides whether the
 cache is consulted; it is the shared toggle, or the request's ``X-Lab-Toggles`` override when the
-caller may override (:func:`service.access.is_admin`):
+caller may override (:func:`latency_lab.core.access.is_admin`):
 
 * off: ``X-Cache: BYPASS``; nothing is served from or stored in the cache.
 * on: GET and HEAD go through an RFC 9111 *shared* cache: ``s-maxage`` is honoured, ``private``
@@ -26,10 +26,10 @@ The cache key is the URL plus the request's effective toggle configuration: a re
 to the configuration that produced it, so requests pinned to different configurations with
 ``X-Lab-Toggles`` never share entries, and flipping a shared toggle starts from a cold edge.
 The configuration the edge decided on is forwarded whole in ``X-Lab-Toggles`` (signed when the
-lab has an admin token, :mod:`service.access`): the service, and the jobs the request enqueues,
-apply that same configuration, even in the second after a flip when the processes' snapshots of
-the shared toggles differ. A caller's own override reaches the service only if the caller may
-override (an admin's); anyone else's is ignored.
+lab has an admin token, :mod:`latency_lab.core.access`): the service, and the jobs the request
+enqueues, apply that same configuration, even in the second after a flip when the processes'
+snapshots of the shared toggles differ. A caller's own override reaches the service only if the
+caller may override (an admin's); anyone else's is ignored.
 
 Telemetry: the server span is renamed ``edge.request`` and carries the toggles, the cache layer
 and outcome and the edge's hit/miss counts; a child span ``cache.lookup edge`` covers the lookup
@@ -59,19 +59,19 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
 
-from service.access import (
+from latency_lab.core.access import (
     ADMIN_TOKEN_HEADER,
     CONFIG_SIGNATURE_HEADER,
     configuration_signature,
     is_admin,
 )
-from service.config import Settings
-from service.errors import register_json_errors
-from service.shared_state import SharedState
-from service.toggles import TOGGLE_HEADER, Toggle, ToggleError, Toggles
-from telemetry import LabTelemetry, RequestTally, configure
-from telemetry import vocabulary as v
-from telemetry.accounting import parse_server_timing, traceresponse_header
+from latency_lab.core.errors import register_json_errors
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.toggles import TOGGLE_HEADER, Toggle, ToggleError, Toggles
+from latency_lab.telemetry import LabTelemetry, RequestTally, configure
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.accounting import parse_server_timing, traceresponse_header
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,20 @@ EXTENSION_KEY = "lab_edge"
 CACHEABLE_METHODS = frozenset({"GET", "HEAD"})
 PROXIED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # RFC 9110 section 7.6.1, plus the pre-standard ones still seen in the wild.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 # Rebuilt for the outgoing request: Host and length by httpx, trace context by the instrumentation.
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "traceparent", "tracestate"}
 # Replaced by the edge's own decision (see _forwarded_headers).
@@ -191,8 +201,14 @@ class UpstreamError(Exception):
 class Edge:
     """Forwards requests to the service, through the cache when ``edge_cache`` is on."""
 
-    def __init__(self, settings: Settings, shared_state: SharedState, telemetry: LabTelemetry,
-                 origin: httpx.BaseTransport, timeout: httpx.Timeout) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        shared_state: SharedState,
+        telemetry: LabTelemetry,
+        origin: httpx.BaseTransport,
+        timeout: httpx.Timeout,
+    ) -> None:
         self.settings = settings
         self.shared_state = shared_state
         self.upstream_url = settings.resolved_service_url.rstrip("/")
@@ -228,8 +244,14 @@ class Edge:
                 span.set_attribute(v.CACHE_OUTCOME, v.CacheOutcome.HIT.value)
         return Forwarded(response, EdgeOutcome.HIT if hit else EdgeOutcome.MISS)
 
-    def _send(self, client: httpx.Client, incoming: Request, url: str, decided: Toggles,
-              extensions: dict[str, object] | None = None) -> httpx.Response:
+    def _send(
+        self,
+        client: httpx.Client,
+        incoming: Request,
+        url: str,
+        decided: Toggles,
+        extensions: dict[str, object] | None = None,
+    ) -> httpx.Response:
         outgoing = client.build_request(
             incoming.method,
             url,
@@ -308,7 +330,8 @@ def relay(forwarded: Forwarded) -> PassThroughResponse:
     upstream = forwarded.response
     dropped = NOT_RELAYED | _connection_tokens(upstream.headers.get("connection"))
     headers = [
-        (k, val) for k, val in upstream.headers.multi_items()
+        (k, val)
+        for k, val in upstream.headers.multi_items()
         if k.lower() not in dropped | {"server-timing", "traceresponse"}
     ]
     headers.append(("X-Cache", forwarded.outcome.value))
@@ -405,17 +428,17 @@ def _edge() -> Edge:
 def healthz() -> ResponseReturnValue:
     edge = _edge()
     edge.shared_state.snapshot()  # the first read starts this process's shared-state poller
-    return jsonify(
-        status="ok", upstream=edge.upstream_url, shared_state=edge.shared_state.healthy
-    )
+    return jsonify(status="ok", upstream=edge.upstream_url, shared_state=edge.shared_state.healthy)
 
 
 @routes.post("/edge/purge")
 def purge() -> ResponseReturnValue:
     edge = _edge()
     if not caller_is_admin(request, edge.settings):
-        return jsonify(error="purging the edge is for admins: call from loopback or send the "
-                             "admin token (Authorization: Bearer ...)"), 403
+        return jsonify(
+            error="purging the edge is for admins: call from loopback or send the "
+            "admin token (Authorization: Bearer ...)"
+        ), 403
     edge.cache.purge()
     return jsonify(status="purged")
 
@@ -446,8 +469,6 @@ def _bad_toggles(exc: ToggleError) -> ResponseReturnValue:
 
 def _upstream_failed(exc: UpstreamError) -> ResponseReturnValue:
     return jsonify(error=exc.error, detail=exc.detail, upstream=_edge().upstream_url), exc.status
-
-
 
 
 # --- the factory ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ that :meth:`Supervisor.tend`, called in a loop, keeps the children running:
 * a running child that is stopped (SIGSTOP: process state ``T``), or whose probe fails
   repeatedly, is reported ``not responding`` (and ``up`` again when it answers). It is not
   restarted: a stopped RQ worker's job is taken over as abandoned by another worker (RQ's own
-  handling, :mod:`service.worker`).
+  handling, :mod:`latency_lab.worker.process`).
 
 Work horses of RQ workers leave their worker's process group (``setpgrp``); the supervisor keeps
 track of descendants, lets a dead worker's horse finish its job, and kills every one still alive
@@ -205,16 +205,27 @@ class RunningProcess:
 
     def status(self) -> dict[str, Any]:
         """What ``var/lab.json`` says about this child."""
-        return {"pid": self.pid, "state": self.state.value, "started_at": self.started_at,
-                "restarts": self.restarts, "last_exit": self.last_exit,
-                "essential": self.spec.essential}
+        return {
+            "pid": self.pid,
+            "state": self.state.value,
+            "started_at": self.started_at,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "essential": self.spec.essential,
+        }
 
 
 class Supervisor:
     """Starts children in their own sessions, restarts those that die, stops them all."""
 
-    def __init__(self, log_dir: Path, env: Mapping[str, str], *, warn: Say = lambda _m: None,
-                 policy: RestartPolicy | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        env: Mapping[str, str],
+        *,
+        warn: Say = lambda _m: None,
+        policy: RestartPolicy | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.env = dict(env)
         self.warn = warn
@@ -224,8 +235,9 @@ class Supervisor:
 
     # --- starting -----------------------------------------------------------------------------
     def spawn(self, spec: ProcessSpec, *, tier: int = 0) -> RunningProcess:
-        process = RunningProcess(spec, self._popen(spec, "wb"), self.log_dir / f"{spec.name}.log",
-                                 tier)
+        process = RunningProcess(
+            spec, self._popen(spec, "wb"), self.log_dir / f"{spec.name}.log", tier
+        )
         self.running.append(process)
         return process
 
@@ -235,8 +247,12 @@ class Supervisor:
             spec.before_start()
         with open(self.log_dir / f"{spec.name}.log", mode) as log:
             return subprocess.Popen(
-                spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True,
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
             )
 
     def wait_ready(self, processes: Iterable[RunningProcess], timeout_s: float) -> None:
@@ -301,26 +317,33 @@ class Supervisor:
             return self._give_up(process, name, how)
         delay = self.policy.delay(len(process.exits))
         process.state, process.restart_at = ProcessState.RESTARTING, now + delay
-        self.warn(f"{name} {how}; starting it again in {delay:.1f} s "
-                  f"(restart {process.restarts + 1})")
+        self.warn(
+            f"{name} {how}; starting it again in {delay:.1f} s (restart {process.restarts + 1})"
+        )
         return None
 
     def _give_up(self, process: RunningProcess, name: str, how: str) -> str | None:
         process.state = ProcessState.DOWN
-        message = (f"{name} {how}: it exited {len(process.exits)} times within "
-                   f"{self.policy.crash_window_s:.0f} s, so it is not started again.\n"
-                   f"{log_excerpt(process.log_path)}")
+        message = (
+            f"{name} {how}: it exited {len(process.exits)} times within "
+            f"{self.policy.crash_window_s:.0f} s, so it is not started again.\n"
+            f"{log_excerpt(process.log_path)}"
+        )
         if process.spec.essential:
             return f"{message}\n{process.spec.name} is essential: the lab cannot go on without it."
-        self.warn(f"{message}\nThe lab goes on without {process.spec.name} (down): see "
-                  "`latency-lab status`.")
+        self.warn(
+            f"{message}\nThe lab goes on without {process.spec.name} (down): see "
+            "`latency-lab status`."
+        )
         return None
 
     def _respawn(self, process: RunningProcess, now: float) -> None:
         process.restart_at = None
         with open(process.log_path, "ab") as log:
-            log.write(f"--- latency-lab up: restart {process.restarts + 1} of {process.spec.name}"
-                      f" (it {process.last_exit}) ---\n".encode())
+            log.write(
+                f"--- latency-lab up: restart {process.restarts + 1} of {process.spec.name}"
+                f" (it {process.last_exit}) ---\n".encode()
+            )
         process.popen = self._popen(process.spec, "ab")
         process.restarts += 1
         process.started_at, process.started_mono = time.time(), now
@@ -334,16 +357,19 @@ class Supervisor:
             was_down = process.state is ProcessState.RESTARTING
             process.state, process.next_check, process.unanswered = ProcessState.UP, now, 0
             if was_down and process.down_since is not None:
-                self.warn(f"{process.spec.name} is back (pid {process.pid}, restart "
-                          f"{process.restarts}) after {now - process.down_since:.1f} s")
+                self.warn(
+                    f"{process.spec.name} is back (pid {process.pid}, restart "
+                    f"{process.restarts}) after {now - process.down_since:.1f} s"
+                )
             process.down_since = None
             return None
         if running_for > self.policy.ready_timeout_s:
             _signal_group(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=5)
-            return self._exited(process, now, f"was not ready after "
-                                              f"{self.policy.ready_timeout_s:.0f} s")
+            return self._exited(
+                process, now, f"was not ready after {self.policy.ready_timeout_s:.0f} s"
+            )
         return None
 
     def _check_responding(self, process: RunningProcess, now: float) -> None:
@@ -400,8 +426,9 @@ def is_stopped(pid: int) -> bool:
 
 
 # --- stopping process trees ----------------------------------------------------------------------
-def terminate_trees(popens: list[subprocess.Popen[bytes]], *, grace_s: float,
-                    hurry: threading.Event | None = None) -> None:
+def terminate_trees(
+    popens: list[subprocess.Popen[bytes]], *, grace_s: float, hurry: threading.Event | None = None
+) -> None:
     """SIGTERM each session leader's group, wait up to ``grace_s``, then SIGKILL what is left.
 
     Descendants are tracked throughout, so a process that moved to another group (an RQ work

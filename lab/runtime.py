@@ -3,10 +3,11 @@
 Start-up order, each step waiting for the one before to answer:
 
 1. Redis: ``REDIS_URL`` when given, else a private ``redis-server`` on a free port
-   (:class:`~service.redis_server.RedisServer`'s command line, working directory ``var/redis``);
+   (:class:`~latency_lab.lab.redis_server.RedisServer`'s command line, working directory
+   ``var/redis``);
 2. the lead database, seeded once (skipped when it already holds a data set);
 3. the third-party simulator; then the service (gunicorn), the RQ workers and the outbox relay
-   (:mod:`service.relay`); then the edge and the dashboard.
+   (:mod:`latency_lab.worker.relay`); then the edge and the dashboard.
 
 Every child runs in its own session (process group) with its output in ``var/log/<name>.log``, and
 learns where everything is from its environment (``REDIS_URL``, ``LAB_VAR_DIR``, ``LAB_HOST``, the
@@ -14,13 +15,13 @@ ports, ``LAB_THIRDPARTY_URL``, ``LAB_SERVICE_URL``). A child that dies, or does 
 readiness URL in time, during start-up stops the start-up with an error naming it and quoting its
 log.
 
-Once the lab is up, :class:`~service.supervisor.Supervisor` looks after the children: one that
-dies is started again with exponential backoff and counts as back once its readiness probe
+Once the lab is up, :class:`~latency_lab.lab.supervisor.Supervisor` looks after the children: one
+that dies is started again with exponential backoff and counts as back once its readiness probe
 passes again; one that crash-loops (5 exits within 60 s) is given up on with its log quoted, and
 only if it is essential (the service, the edge, the lab's own Redis) does the lab then stop. A
 restarted Redis is empty: the service, the workers and the outbox relay ride that out
 (docs/reliability.md). Why our own supervisor rather than supervisord or circus: see
-:mod:`service.supervisor`.
+:mod:`latency_lab.lab.supervisor`.
 
 Stopping sends SIGTERM to each process group (last started first), waits, then SIGKILLs whatever
 is left, including descendants that left the group (RQ's work horses call ``setpgrp``). While it
@@ -53,8 +54,8 @@ from types import FrameType
 import psutil
 import redis
 
-from service.config import Settings
-from service.lab_info import (
+from latency_lab.core.settings import Settings
+from latency_lab.lab.lab_info import (
     LabInfo,
     ProcessStatus,
     lab_file,
@@ -62,8 +63,8 @@ from service.lab_info import (
     read_lab_info,
     write_lab_info,
 )
-from service.redis_server import RedisServer, RedisUnavailable
-from service.supervisor import (
+from latency_lab.lab.redis_server import RedisServer, RedisUnavailable
+from latency_lab.lab.supervisor import (
     POLL_INTERVAL_S,
     STOP_GRACE_S,
     HttpProbe,
@@ -82,10 +83,27 @@ from service.supervisor import (
 )
 
 __all__ = [
-    "HttpProbe", "Lab", "LabError", "LabInfo", "LabOptions", "ProcessSpec", "ProcessStatus",
-    "RqWorkerProbe", "RunningProcess", "Supervisor", "check_ports_free", "child_environment",
-    "dashboard_script", "describe_exit", "gunicorn_spec", "lab_tiers", "log_excerpt",
-    "process_statuses", "read_lab_info", "redact_url", "terminate_trees",
+    "HttpProbe",
+    "Lab",
+    "LabError",
+    "LabInfo",
+    "LabOptions",
+    "ProcessSpec",
+    "ProcessStatus",
+    "RqWorkerProbe",
+    "RunningProcess",
+    "Supervisor",
+    "check_ports_free",
+    "child_environment",
+    "dashboard_script",
+    "describe_exit",
+    "gunicorn_spec",
+    "lab_tiers",
+    "log_excerpt",
+    "process_statuses",
+    "read_lab_info",
+    "redact_url",
+    "terminate_trees",
 ]
 
 READY_TIMEOUT_S = 90.0
@@ -127,32 +145,66 @@ def dashboard_script() -> Path:
 def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[list[ProcessSpec]]:
     """The lab's processes in start-up order: each tier needs the ones before it."""
     host = settings.host
-    thirdparty = gunicorn_spec("thirdparty", "service.thirdparty:create_thirdparty_app()",
-                           host=host, port=settings.thirdparty_port, threads=32, workers=1,
-                           probe=HttpProbe(f"{_local_url(host, settings.thirdparty_port)}/healthz"))
-    service = gunicorn_spec("service", "service.app:create_app()", host=host,
-                        port=settings.service_port, threads=4, workers=settings.service_workers,
-                        probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"))
+    thirdparty = gunicorn_spec(
+        "thirdparty",
+        "latency_lab.simulator.app:create_thirdparty_app()",
+        host=host,
+        port=settings.thirdparty_port,
+        threads=32,
+        workers=1,
+        probe=HttpProbe(f"{_local_url(host, settings.thirdparty_port)}/healthz"),
+    )
+    service = gunicorn_spec(
+        "service",
+        "latency_lab.service.app:create_app()",
+        host=host,
+        port=settings.service_port,
+        threads=4,
+        workers=settings.service_workers,
+        probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"),
+    )
     workers = [
-        ProcessSpec(f"worker-{n}", (sys.executable, "-m", "service.worker"),
-                    probe=RqWorkerProbe(redis_url), probe_while_running=False)
+        ProcessSpec(
+            f"worker-{n}",
+            (sys.executable, "-m", "latency_lab.worker.process"),
+            probe=RqWorkerProbe(redis_url),
+            probe_while_running=False,
+        )
         for n in range(1, settings.rq_workers + 1)
     ]
-    relay = ProcessSpec("outbox-relay", (sys.executable, "-m", "service.relay"))
-    edge = gunicorn_spec("edge", "service.edge:create_edge_app()", host=host,
-                     port=settings.edge_port, threads=16, workers=1,
-                     probe=HttpProbe(f"{_local_url(host, settings.edge_port)}/edge/healthz"))
+    relay = ProcessSpec("outbox-relay", (sys.executable, "-m", "latency_lab.worker.relay"))
+    edge = gunicorn_spec(
+        "edge",
+        "latency_lab.edge.app:create_edge_app()",
+        host=host,
+        port=settings.edge_port,
+        threads=16,
+        workers=1,
+        probe=HttpProbe(f"{_local_url(host, settings.edge_port)}/edge/healthz"),
+    )
     front = [edge]
     if options.dashboard and dashboard_script().is_file():
         front.append(_streamlit(settings))
     return [[thirdparty], [service, *workers, relay], front]
 
 
-def gunicorn_spec(name: str, app: str, *, host: str, port: int, threads: int, workers: int,
-              probe: Probe) -> ProcessSpec:
+def gunicorn_spec(
+    name: str, app: str, *, host: str, port: int, threads: int, workers: int, probe: Probe
+) -> ProcessSpec:
     argv = (
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
-        "-w", str(workers), "-b", f"{_bind_host(host)}:{port}", *_no_control_socket(), app,
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gthread",
+        "--threads",
+        str(threads),
+        "-w",
+        str(workers),
+        "-b",
+        f"{_bind_host(host)}:{port}",
+        *_no_control_socket(),
+        app,
     )
     return ProcessSpec(name, argv, probe=probe, port=port)
 
@@ -166,11 +218,24 @@ def _no_control_socket() -> tuple[str, ...]:
 
 def _streamlit(settings: Settings) -> ProcessSpec:
     argv = (
-        sys.executable, "-m", "streamlit", "run", str(dashboard_script()),
-        "--server.port", str(settings.dashboard_port), "--server.address", settings.host,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(dashboard_script()),
+        "--server.port",
+        str(settings.dashboard_port),
+        "--server.address",
+        settings.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
         # No "Deploy" button (not a thing here) and, as a second guard, no tracebacks on the page.
-        "--client.toolbarMode", "minimal", "--client.showErrorDetails", "none",
+        "--client.toolbarMode",
+        "minimal",
+        "--client.showErrorDetails",
+        "none",
     )
     probe = HttpProbe(f"{_local_url(settings.host, settings.dashboard_port)}/_stcore/health")
     return ProcessSpec("dashboard", argv, probe=probe, port=settings.dashboard_port)
@@ -186,24 +251,27 @@ def _local_url(host: str, port: int) -> str:
     return f"http://{reachable}:{port}"
 
 
-def child_environment(settings: Settings, redis_url: str,
-                      base: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_environment(
+    settings: Settings, redis_url: str, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment every child gets: ours, plus where everything of this lab is."""
     env = dict(os.environ if base is None else base)
-    env.update({
-        "REDIS_URL": redis_url,
-        "LAB_VAR_DIR": str(settings.var_dir),
-        "LAB_HOST": settings.host,
-        "LAB_EDGE_PORT": str(settings.edge_port),
-        "LAB_SERVICE_PORT": str(settings.service_port),
-        "LAB_THIRDPARTY_PORT": str(settings.thirdparty_port),
-        "LAB_DASHBOARD_PORT": str(settings.dashboard_port),
-        "LAB_THIRDPARTY_URL": settings.resolved_thirdparty_url,
-        "LAB_SERVICE_URL": settings.resolved_service_url,
-        "LAB_SERVICE_WORKERS": str(settings.service_workers),
-        "LAB_RQ_WORKERS": str(settings.rq_workers),
-        "PYTHONUNBUFFERED": "1",  # so a log tail shows the last words of a dying child
-    })
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "LAB_VAR_DIR": str(settings.var_dir),
+            "LAB_HOST": settings.host,
+            "LAB_EDGE_PORT": str(settings.edge_port),
+            "LAB_SERVICE_PORT": str(settings.service_port),
+            "LAB_THIRDPARTY_PORT": str(settings.thirdparty_port),
+            "LAB_DASHBOARD_PORT": str(settings.dashboard_port),
+            "LAB_THIRDPARTY_URL": settings.resolved_thirdparty_url,
+            "LAB_SERVICE_URL": settings.resolved_service_url,
+            "LAB_SERVICE_WORKERS": str(settings.service_workers),
+            "LAB_RQ_WORKERS": str(settings.rq_workers),
+            "PYTHONUNBUFFERED": "1",  # so a log tail shows the last words of a dying child
+        }
+    )
     return env
 
 
@@ -219,8 +287,14 @@ def _print_error(message: str) -> None:
 class Lab:
     """The whole lab on this machine: ``run()`` starts it, serves until told, and stops it."""
 
-    def __init__(self, settings: Settings, options: LabOptions | None = None, *,
-                 say: Say = _print, warn: Say = _print_error) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: LabOptions | None = None,
+        *,
+        say: Say = _print,
+        warn: Say = _print_error,
+    ) -> None:
         self.settings = settings.model_copy(update={"var_dir": settings.var_dir.resolve()})
         self.options = options or LabOptions()
         self.say = say
@@ -291,8 +365,12 @@ class Lab:
         check_ports_free(settings.host, [spec for tier in tiers for spec in tier])
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         redis_spec = self._redis_spec()
-        self.supervisor = Supervisor(settings.log_dir, child_environment(settings, self.redis_url),
-                                     warn=self.warn, policy=self.options.restart_policy())
+        self.supervisor = Supervisor(
+            settings.log_dir,
+            child_environment(settings, self.redis_url),
+            warn=self.warn,
+            policy=self.options.restart_policy(),
+        )
         if redis_spec is not None:
             self.say("starting Redis...")
             self._start_tier([redis_spec], 0, REDIS_READY_TIMEOUT_S)
@@ -306,8 +384,9 @@ class Lab:
         assert self.supervisor is not None
         with self._shielded():
             started = [
-                self.supervisor.spawn(dataclasses.replace(spec, essential=spec.name in ESSENTIAL),
-                                      tier=number)
+                self.supervisor.spawn(
+                    dataclasses.replace(spec, essential=spec.name in ESSENTIAL), tier=number
+                )
                 for spec in tier
             ]
         self.supervisor.wait_ready(started, timeout_s)
@@ -335,11 +414,15 @@ class Lab:
         except RedisUnavailable as exc:
             raise LabError(f"could not start Redis: {exc}") from exc
         self.redis_server, self.redis_url = server, server.url
-        return ProcessSpec("redis", argv, probe=RedisProbe(server.url),
-                           before_start=lambda: workdir.mkdir(parents=True, exist_ok=True))
+        return ProcessSpec(
+            "redis",
+            argv,
+            probe=RedisProbe(server.url),
+            before_start=lambda: workdir.mkdir(parents=True, exist_ok=True),
+        )
 
     def _seed(self) -> None:
-        from seed.seeding import is_seeded, seed_database  # heavy: SQLAlchemy, Faker
+        from latency_lab.seed.seeding import is_seeded, seed_database  # heavy: SQLAlchemy, Faker
 
         url = self.settings.resolved_database_url
         try:
@@ -366,10 +449,15 @@ class Lab:
         processes = {p.spec.name: p.pid for p in running}
         if "dashboard" in processes:
             urls["dashboard"] = settings.dashboard_url
-        return LabInfo(pid=os.getpid(), started_at=psutil.Process().create_time(), urls=urls,
-                       processes=processes, log_dir=str(settings.log_dir),
-                       owns_redis=self.redis_server is not None,
-                       children={p.spec.name: p.status() for p in running})
+        return LabInfo(
+            pid=os.getpid(),
+            started_at=psutil.Process().create_time(),
+            urls=urls,
+            processes=processes,
+            log_dir=str(settings.log_dir),
+            owns_redis=self.redis_server is not None,
+            children={p.spec.name: p.status() for p in running},
+        )
 
     def announce(self) -> None:
         info = self.info()
@@ -431,8 +519,10 @@ def check_ports_free(host: str, specs: Iterable[ProcessSpec]) -> None:
         if spec.port is None:
             continue
         if spec.port in seen:
-            raise LabError(f"{_port_setting(spec.name)} and {_port_setting(seen[spec.port])} are "
-                           f"both {spec.port}: give each process its own port")
+            raise LabError(
+                f"{_port_setting(spec.name)} and {_port_setting(seen[spec.port])} are "
+                f"both {spec.port}: give each process its own port"
+            )
         seen[spec.port] = spec.name
         if not port_is_free(host, spec.port):
             raise LabError(

@@ -1,8 +1,9 @@
 """The five toggles: what each optimization is called, and how a request learns its setting.
 
 All off is the article's "before". The live state is shared by every process through Redis
-(:mod:`service.shared_state`); a request may override it with ``X-Lab-Toggles`` (from loopback or
-with the admin token), which is how tests and side-by-side benchmarks pin a configuration.
+(:mod:`latency_lab.core.shared_state`); a request may override it with ``X-Lab-Toggles`` (from
+loopback or with the admin token), which is how tests and side-by-side benchmarks pin a
+configuration.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from telemetry import vocabulary as v
+from latency_lab.telemetry import vocabulary as v
 
 
 class ThirdPartyError(RuntimeError):

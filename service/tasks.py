@@ -2,13 +2,13 @@
 
 Each task takes IDs (never ORM objects) and an ``event_id`` used as the provider's idempotency
 key. The same functions run inline in a request (``async_offload`` off) or in an ``rq`` worker
-process (on); :func:`service.offload.offload_or_call` decides which. A task finds its database
-and HTTP client through the :class:`TaskContext` its process bound at start-up.
+process (on); :func:`latency_lab.service.offload.offload_or_call` decides which. A task finds its
+database and HTTP client through the :class:`TaskContext` its process bound at start-up.
 
 :class:`TracedJob` continues the request's trace in the worker: the enqueue span's context
 travels in ``job.meta`` and the job runs inside a ``rq.job`` consumer span beneath it. A job
-dispatched from the transactional outbox (:mod:`service.outbox`) names its row in ``job.meta``
-and marks it delivered once it has run.
+dispatched from the transactional outbox (:mod:`latency_lab.service.outbox`) names its row in
+``job.meta`` and marks it delivered once it has run.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from opentelemetry.trace import SpanKind
 from rq.job import Job
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import outbox
-from service.models import Lead, User, utcnow
-from service.third_party import ThirdPartyClient
-from telemetry import vocabulary as v
+from latency_lab.service import outbox
+from latency_lab.service.models import Lead, User, utcnow
+from latency_lab.service.providers import ThirdPartyClient
+from latency_lab.telemetry import vocabulary as v
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ def bind(context: TaskContext) -> None:
 
 def context() -> TaskContext:
     if _context is None:
-        raise RuntimeError("no TaskContext bound: start workers with `python -m service.worker`")
+        raise RuntimeError(
+            "no TaskContext bound: start workers with `python -m latency_lab.worker.process`"
+        )
     return _context
 
 

@@ -1,12 +1,12 @@
-"""An RQ worker process for the lab's side effects: ``python -m service.worker``.
+"""An RQ worker process for the lab's side effects: ``python -m latency_lab.worker.process``.
 
 A real ``rq`` worker (forking a work horse per job, with the scheduler for retries) whose jobs
-are :class:`~service.jobs.TracedJob`, with telemetry and the task context set up first.
+are :class:`~latency_lab.service.tasks.TracedJob`, with telemetry and the task context set up first.
 
 A killed job runs again, through RQ's own machinery:
 
 * a work horse killed mid-job (SIGKILL, the OOM killer): its worker sees it die and fails the
-  job, which is retried with backoff (``service.offload.RETRY``);
+  job, which is retried with backoff (``latency_lab.service.offload.RETRY``);
 * a whole worker killed mid-job: its job stays in the started-job registry until its heartbeat
   expires, then a worker's registry maintenance retries it as an abandoned job. RQ's defaults
   leave that to chance for minutes (a 90 s heartbeat, maintenance every 10 minutes, only
@@ -30,15 +30,15 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-import telemetry
-from service import jobs
-from service.config import Settings, settings_or_exit
-from service.db import build_engine, inject_round_trip, session_factory
-from service.offload import QUEUE_NAME
-from service.shared_state import SharedState, connect_redis
-from service.third_party import ThirdPartyClient
-from telemetry import vocabulary as v
-from telemetry.orm import instrument_engine
+from latency_lab import telemetry
+from latency_lab.core.settings import Settings, settings_or_exit
+from latency_lab.core.shared_state import SharedState, connect_redis
+from latency_lab.service import tasks
+from latency_lab.service.db import build_engine, inject_round_trip, session_factory
+from latency_lab.service.offload import QUEUE_NAME
+from latency_lab.service.providers import ThirdPartyClient
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.orm import instrument_engine
 
 JOB_MONITORING_INTERVAL_S = 2
 ABANDONED_AFTER_S = 10
@@ -77,8 +77,8 @@ def prepare_process(settings: Settings) -> redis.Redis:
     engine = build_engine(settings.resolved_database_url)
     instrument_engine(engine, lab.tracer_provider)
     inject_round_trip(engine, lambda: state.world.db_round_trip_ms)
-    jobs.bind(
-        jobs.TaskContext(
+    tasks.bind(
+        tasks.TaskContext(
             sessions=session_factory(engine),
             third_party=ThirdPartyClient(
                 settings.resolved_thirdparty_url,
@@ -96,7 +96,7 @@ def new_worker(client: redis.Redis) -> LabWorker:
     return LabWorker(
         [Queue(QUEUE_NAME, connection=client)],
         connection=client,
-        job_class=jobs.TracedJob,
+        job_class=tasks.TracedJob,
         job_monitoring_interval=JOB_MONITORING_INTERVAL_S,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
         worker_ttl=WORKER_TTL_S,

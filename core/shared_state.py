@@ -25,8 +25,8 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from service.toggles import Toggles
-from service.world import World
+from latency_lab.core.toggles import Toggles
+from latency_lab.core.world import World
 
 log = logging.getLogger(__name__)
 

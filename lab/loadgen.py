@@ -19,9 +19,9 @@ from enum import StrEnum
 
 import httpx
 
-from service.toggles import LOADER_HEADER, TOGGLE_HEADER
-from telemetry.accounting import ServerTiming, parse_server_timing
-from telemetry.percentiles import nearest_rank
+from latency_lab.core.toggles import LOADER_HEADER, TOGGLE_HEADER
+from latency_lab.telemetry.accounting import ServerTiming, parse_server_timing
+from latency_lab.telemetry.percentiles import nearest_rank
 
 
 class Endpoint(StrEnum):
@@ -150,7 +150,7 @@ def summarize(samples: list[Sample], elapsed_s: float) -> dict[str, float | int 
 
 
 def percentile(values: list[float], pct: float) -> float | None:
-    """The lab's percentile (:mod:`telemetry.percentiles`, nearest rank), to 0.01 ms."""
+    """The lab's percentile (:mod:`latency_lab.telemetry.percentiles`, nearest rank), to 0.01 ms."""
     value = nearest_rank(values, pct)
     return None if value is None else round(value, 2)
 

@@ -15,22 +15,22 @@ from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs
-from service.caches import AppCache, RedisCache
-from service.config import Settings
-from service.db import (
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState, connect_redis
+from latency_lab.service import tasks
+from latency_lab.service.caches import AppCache, RedisCache
+from latency_lab.service.db import (
     build_engine,
     create_schema,
     inject_round_trip,
     session_factory,
 )
-from service.lead_loader import LoaderStrategy
-from service.offload import QUEUE_NAME
-from service.shared_state import SharedState, connect_redis
-from service.third_party import ThirdPartyClient
-from telemetry import LabTelemetry, instrument_redis
-from telemetry import vocabulary as v
-from telemetry.orm import instrument_engine
+from latency_lab.service.lead_loader import LoaderStrategy
+from latency_lab.service.offload import QUEUE_NAME
+from latency_lab.service.providers import ThirdPartyClient
+from latency_lab.telemetry import LabTelemetry, instrument_redis
+from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.orm import instrument_engine
 
 EXTENSION_KEY = "latency_lab"
 # Fail open fast: a dead Redis must cost a request milliseconds, not seconds. One immediate
@@ -80,8 +80,8 @@ class LabService:
             tracer_provider=lab_telemetry.tracer_provider,
             timeout_s=lambda: state.world.third_party_timeout_s,
         )
-        jobs.bind(
-            jobs.TaskContext(sessions=sessions, third_party=third_party, mode=v.CallMode.INLINE)
+        tasks.bind(
+            tasks.TaskContext(sessions=sessions, third_party=third_party, mode=v.CallMode.INLINE)
         )
         return cls(
             settings=settings,

@@ -2,10 +2,10 @@
 
 A real HTTP service, run as its own process::
 
-    gunicorn -k gthread --threads 32 -w 1 'service.thirdparty:create_thirdparty_app()'
+    gunicorn -k gthread --threads 32 -w 1 'latency_lab.simulator.app:create_thirdparty_app()'
 
 Each provider endpoint (``POST /email``, ``POST /analytics``, ``POST /enrichment``) takes a JSON
-object, waits the provider's latency from the shared :class:`~service.world.World` (mean
+object, waits the provider's latency from the shared :class:`~latency_lab.core.world.World` (mean
 ``latency_ms`` plus uniform ``+/- jitter_ms``), then fails with a 503 at ``failure_rate`` or
 answers 200. What each provider expects:
 
@@ -43,12 +43,12 @@ from flask.typing import ResponseReturnValue
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from service.config import Settings
-from service.errors import register_json_errors
-from service.shared_state import SharedState
-from service.world import ProviderWorld
-from telemetry import LabTelemetry, configure
-from telemetry.vocabulary import Provider
+from latency_lab.core.errors import register_json_errors
+from latency_lab.core.settings import Settings
+from latency_lab.core.shared_state import SharedState
+from latency_lab.core.world import ProviderWorld
+from latency_lab.telemetry import LabTelemetry, configure
+from latency_lab.telemetry.vocabulary import Provider
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,18 @@ MAX_RECORDED_CALLS = 100_000
 
 COMPANY_SIZES = ("1-10", "11-50", "51-200", "201-500", "501-1000", "1001-5000", "5000+")
 INDUSTRIES = (
-    "Software", "Financial Services", "Healthcare", "Manufacturing", "Retail", "Logistics",
-    "Education", "Energy", "Media", "Real Estate", "Telecommunications", "Hospitality",
+    "Software",
+    "Financial Services",
+    "Healthcare",
+    "Manufacturing",
+    "Retail",
+    "Logistics",
+    "Education",
+    "Energy",
+    "Media",
+    "Real Estate",
+    "Telecommunications",
+    "Hospitality",
 )
 
 
@@ -212,7 +222,8 @@ class CallLog:
         with self._lock:
             records = list(self._records)
         return [
-            r for r in records
+            r
+            for r in records
             if (provider is None or r.call.provider is provider)
             and (since is None or r.call.received_at > since)
         ]
@@ -405,8 +416,6 @@ def _since_arg(raw: str | None) -> float | None:
 
 def _bad_input(exc: BadInput) -> ResponseReturnValue:
     return jsonify(error=str(exc)), 400
-
-
 
 
 # --- the factory ------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from service.config import Settings
-from service.supervisor import ProcessState, is_stopped
+from latency_lab.core.settings import Settings
+from latency_lab.lab.supervisor import ProcessState, is_stopped
 
 LAB_FILE_NAME = "lab.json"
 
@@ -101,8 +101,17 @@ def process_statuses(info: LabInfo, now: float | None = None) -> list[ProcessSta
         uptime = None
         if started is not None and state != ProcessState.DOWN:
             uptime = now - float(started)
-        statuses.append(ProcessStatus(name, pid, state, uptime, int(child.get("restarts", 0)),
-                                      child.get("last_exit"), bool(child.get("essential"))))
+        statuses.append(
+            ProcessStatus(
+                name,
+                pid,
+                state,
+                uptime,
+                int(child.get("restarts", 0)),
+                child.get("last_exit"),
+                bool(child.get("essential")),
+            )
+        )
     return statuses
 
 

@@ -10,9 +10,19 @@ from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from service.schemas import field_errors
-
 log = logging.getLogger(__name__)
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{"field": "score", "message": "..."}]``."""
+    out = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append({"field": field, "message": message})
+    return out
 
 
 class ApiError(Exception):
@@ -64,4 +74,3 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     }
     code = exc.code or 500
     return error_response(code, messages.get(code, exc.description or exc.name))
-

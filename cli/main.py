@@ -34,11 +34,11 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.access import ADMIN_TOKEN_HEADER
-from service.config import Settings
-from service.runtime import READY_TIMEOUT_S, Lab, LabOptions, read_lab_info, redact_url
-from service.toggles import Toggle, ToggleError, Toggles
-from service.world import World, WorldError
+from latency_lab.core.access import ADMIN_TOKEN_HEADER
+from latency_lab.core.settings import Settings
+from latency_lab.core.toggles import Toggle, ToggleError, Toggles
+from latency_lab.core.world import World, WorldError
+from latency_lab.lab.runtime import READY_TIMEOUT_S, Lab, LabOptions, read_lab_info, redact_url
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -94,18 +94,42 @@ def cli() -> None:
 
 # --- up ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Gunicorn worker processes for the service  [default: LAB_SERVICE_WORKERS, 4]")
-@click.option("--rq-workers", type=click.IntRange(0, 64), default=None,
-              help="RQ worker processes for offloaded calls  [default: LAB_RQ_WORKERS, 2]")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Gunicorn worker processes for the service  [default: LAB_SERVICE_WORKERS, 4]",
+)
+@click.option(
+    "--rq-workers",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="RQ worker processes for offloaded calls  [default: LAB_RQ_WORKERS, 2]",
+)
 @click.option("--no-dashboard", is_flag=True, help="Do not start the Streamlit dashboard.")
-@click.option("--seed-leads", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Leads to seed when the database is empty (an existing data set is kept).")
-@click.option("--ready-timeout", type=click.FloatRange(min=1), default=READY_TIMEOUT_S,
-              show_default=True, help="Seconds each process may take to answer its health check.")
+@click.option(
+    "--seed-leads",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Leads to seed when the database is empty (an existing data set is kept).",
+)
+@click.option(
+    "--ready-timeout",
+    type=click.FloatRange(min=1),
+    default=READY_TIMEOUT_S,
+    show_default=True,
+    help="Seconds each process may take to answer its health check.",
+)
 @click.pass_context
-def up(ctx: click.Context, workers: int | None, rq_workers: int | None, no_dashboard: bool,
-       seed_leads: int, ready_timeout: float) -> None:
+def up(
+    ctx: click.Context,
+    workers: int | None,
+    rq_workers: int | None,
+    no_dashboard: bool,
+    seed_leads: int,
+    ready_timeout: float,
+) -> None:
     """Start the whole lab here and serve until Ctrl-C.
 
     Starts Redis (unless REDIS_URL is set), seeds the database if it is empty, then the
@@ -125,8 +149,9 @@ def up(ctx: click.Context, workers: int | None, rq_workers: int | None, no_dashb
     """
     overrides = {"service_workers": workers, "rq_workers": rq_workers}
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    options = LabOptions(dashboard=not no_dashboard, seed_leads=seed_leads,
-                         ready_timeout_s=ready_timeout)
+    options = LabOptions(
+        dashboard=not no_dashboard, seed_leads=seed_leads, ready_timeout_s=ready_timeout
+    )
     lab = Lab(settings, options, say=click.echo, warn=lambda message: click.echo(message, err=True))
     ctx.exit(lab.run())
 
@@ -143,7 +168,7 @@ def status() -> None:
       latency-lab status
       LAB_VAR_DIR=/tmp/lab2/var latency-lab status
     """
-    from service.lab_info import format_duration, process_statuses
+    from latency_lab.lab.lab_info import format_duration, process_statuses
 
     settings = load_settings()
     info = read_lab_info(settings)
@@ -153,37 +178,74 @@ def status() -> None:
             " start one with `latency-lab up`, or set LAB_VAR_DIR to that lab's folder"
         )
     processes = process_statuses(info)
-    click.echo(f"Latency Lab (pid {info.pid}) up {format_duration(time.time() - info.started_at)}"
-               f", front door {info.urls.get('edge')}, logs in {info.log_dir}")
-    rows = [(p.name + (" *" if p.essential else ""), p.state, str(p.pid), p.uptime,
-             str(p.restarts), p.last_exit or "-") for p in processes]
+    click.echo(
+        f"Latency Lab (pid {info.pid}) up {format_duration(time.time() - info.started_at)}"
+        f", front door {info.urls.get('edge')}, logs in {info.log_dir}"
+    )
+    rows = [
+        (
+            p.name + (" *" if p.essential else ""),
+            p.state,
+            str(p.pid),
+            p.uptime,
+            str(p.restarts),
+            p.last_exit or "-",
+        )
+        for p in processes
+    ]
     click.echo(format_table(("process", "state", "pid", "uptime", "restarts", "last exit"), rows))
     click.echo("* essential: the lab stops if it cannot be kept running")
     troubled = [p for p in processes if p.state in ("down", "not responding")]
     for process in troubled:
-        click.echo(f"{process.name} is {process.state}: see {info.log_dir}/{process.name}.log",
-                   err=True)
+        click.echo(
+            f"{process.name} is {process.state}: see {info.log_dir}/{process.name}.log", err=True
+        )
     if troubled:
         raise click.exceptions.Exit(3)
 
 
 # --- seed --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--leads", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Number of leads.")
-@click.option("--seed", "seed_value", type=int, default=42, show_default=True,
-              help="Random seed: the same seed gives the same data set.")
-@click.option("--users", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Number of users (lead owners).")
-@click.option("--tags", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Number of tags.")
-@click.option("--database-url", default=None, metavar="URL",
-              help="SQLAlchemy URL  [default: LAB_DATABASE_URL, else LAB_VAR_DIR/lab.db]")
+@click.option(
+    "--leads", type=click.IntRange(min=0), default=5000, show_default=True, help="Number of leads."
+)
+@click.option(
+    "--seed",
+    "seed_value",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Random seed: the same seed gives the same data set.",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Number of users (lead owners).",
+)
+@click.option(
+    "--tags", type=click.IntRange(min=1), default=30, show_default=True, help="Number of tags."
+)
+@click.option(
+    "--database-url",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL  [default: LAB_DATABASE_URL, else LAB_VAR_DIR/lab.db]",
+)
 @click.option("--reset", is_flag=True, help="Replace a different data set already there.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
-def seed(leads: int, seed_value: int, users: int, tags: int, database_url: str | None,
-         reset: bool, progress: bool) -> None:
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show a progress bar."
+)
+def seed(
+    leads: int,
+    seed_value: int,
+    users: int,
+    tags: int,
+    database_url: str | None,
+    reset: bool,
+    progress: bool,
+) -> None:
     """Fill the lead database with a deterministic data set.
 
     Idempotent: seeding again with the same numbers does nothing. A database seeded with other
@@ -197,12 +259,19 @@ def seed(leads: int, seed_value: int, users: int, tags: int, database_url: str |
     """
     from sqlalchemy.exc import ArgumentError  # heavy imports: only when seeding
 
-    from seed.seeding import SeedConflict, seed_database
+    from latency_lab.seed.seeding import SeedConflict, seed_database
 
     url = database_url or _default_database_url()
     try:
-        report = seed_database(url, leads=leads, users=users, tags=tags, seed=seed_value,
-                               progress=progress, reset=reset)
+        report = seed_database(
+            url,
+            leads=leads,
+            users=users,
+            tags=tags,
+            seed=seed_value,
+            progress=progress,
+            reset=reset,
+        )
     except ArgumentError as exc:  # not a URL SQLAlchemy can use
         raise click.BadParameter(str(exc), param_hint="'--database-url'") from None
     except SeedConflict as exc:
@@ -210,8 +279,10 @@ def seed(leads: int, seed_value: int, users: int, tags: int, database_url: str |
     except Exception as exc:  # a bad URL or an unreachable database: its own words help most
         raise click.ClickException(f"could not seed {redact_url(url)}: {exc}") from None
     verb = "seeded" if report.created else "already seeded, nothing to do"
-    click.echo(f"{verb}: {report.leads} leads, {report.users} users, {report.tags} tags "
-               f"in {redact_url(url)}")
+    click.echo(
+        f"{verb}: {report.leads} leads, {report.users} users, {report.tags} tags "
+        f"in {redact_url(url)}"
+    )
 
 
 def _default_database_url() -> str:
@@ -279,23 +350,63 @@ def world(changes: tuple[str, ...], url: str | None, as_json: bool) -> None:
 
 
 @cli.command(short_help="Drive load at the lab: a realistic mix, with a progress bar.")
-@click.option("--url", default=None, metavar="URL",
-              help="Where to send requests  [default: the running lab's edge, the front door]")
-@click.option("--requests", "count", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Requests to send in all.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
-              help="Requests in flight at once.")
-@click.option("--rate", type=click.FloatRange(min=0.1), default=None,
-              help="Requests per second (default: as fast as the lab answers).")
-@click.option("--mix", default=None, metavar="ENDPOINT=WEIGHT,...",
-              help="Endpoint weights, e.g. list=70,detail=20,stats=10 "
-                   "(endpoints: list, detail, create, stats, static).")
-@click.option("--toggles", "pinned", default=None, metavar="NAME=on|off,...",
-              help="Pin a configuration for these requests only (X-Lab-Toggles).")
-@click.option("--limit", type=click.IntRange(1, 500), default=100, show_default=True,
-              help="Leads per list request.")
-def load(url: str | None, count: int, concurrency: int, rate: float | None, mix: str | None,
-         pinned: str | None, limit: int) -> None:
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="Where to send requests  [default: the running lab's edge, the front door]",
+)
+@click.option(
+    "--requests",
+    "count",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Requests to send in all.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Requests per second (default: as fast as the lab answers).",
+)
+@click.option(
+    "--mix",
+    default=None,
+    metavar="ENDPOINT=WEIGHT,...",
+    help="Endpoint weights, e.g. list=70,detail=20,stats=10 "
+    "(endpoints: list, detail, create, stats, static).",
+)
+@click.option(
+    "--toggles",
+    "pinned",
+    default=None,
+    metavar="NAME=on|off,...",
+    help="Pin a configuration for these requests only (X-Lab-Toggles).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 500),
+    default=100,
+    show_default=True,
+    help="Leads per list request.",
+)
+def load(
+    url: str | None,
+    count: int,
+    concurrency: int,
+    rate: float | None,
+    mix: str | None,
+    pinned: str | None,
+    limit: int,
+) -> None:
     """Send a mix of requests and print what they cost (from their Server-Timing headers).
 
     \b
@@ -304,14 +415,20 @@ def load(url: str | None, count: int, concurrency: int, rate: float | None, mix:
       latency-lab load --requests 2000 --concurrency 8 --mix list=1
       latency-lab load --toggles eager_loading=on,redis_cache=on --rate 50
     """
-    from dashboard.loadgen import DEFAULT_MIX, LoadError, LoadGenerator, LoadSpec, parse_mix
+    from latency_lab.lab.loadgen import DEFAULT_MIX, LoadError, LoadGenerator, LoadSpec, parse_mix
 
     settings = load_settings()
     try:
-        spec = LoadSpec(base_url=(url or _running_edge_url(settings)).rstrip("/"),
-                        requests=count, concurrency=concurrency, rate_per_s=rate,
-                        mix=parse_mix(mix) if mix else dict(DEFAULT_MIX), list_limit=limit,
-                        toggles=pinned, admin_token=settings.admin_token)
+        spec = LoadSpec(
+            base_url=(url or _running_edge_url(settings)).rstrip("/"),
+            requests=count,
+            concurrency=concurrency,
+            rate_per_s=rate,
+            mix=parse_mix(mix) if mix else dict(DEFAULT_MIX),
+            list_limit=limit,
+            toggles=pinned,
+            admin_token=settings.admin_token,
+        )
     except LoadError as exc:
         _bad_argument(str(exc))
     with tqdm(total=count, unit="req", desc="load") as bar:
@@ -326,12 +443,21 @@ def load(url: str | None, count: int, concurrency: int, rate: float | None, mix:
 
 
 @cli.command(short_help="Reproduce the article's table side by side; measure the lab's costs.")
-@click.option("--url", default=None, metavar="URL",
-              help="Measure a lab at this URL instead of the embedded one (skips the costs that "
-                   "need local processes).")
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="Measure a lab at this URL instead of the embedded one (skips the costs that "
+    "need local processes).",
+)
 @click.option("--quick", is_flag=True, help="A smoke run of a minute or so (few requests).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where reports go  [default: LAB_VAR_DIR/bench]")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where reports go  [default: LAB_VAR_DIR/bench]",
+)
 def bench(url: str | None, quick: bool, out_dir: Path | None) -> None:
     """Measure every configuration in one run and write Markdown, JSON and HTML reports.
 
@@ -347,13 +473,18 @@ def bench(url: str | None, quick: bool, out_dir: Path | None) -> None:
       latency-lab bench                      # the README's figures; several minutes
       latency-lab bench --url http://127.0.0.1:8000
     """
-    from benchmarks.run import run_bench
-    from service.runtime import LabError
+    from latency_lab.benchmarks.run import run_bench
+    from latency_lab.lab.runtime import LabError
 
     settings = load_settings()
     try:
-        report, paths = run_bench(settings, url=url, quick=quick,
-                                  out_dir=out_dir or settings.var_dir / "bench", say=click.echo)
+        report, paths = run_bench(
+            settings,
+            url=url,
+            quick=quick,
+            out_dir=out_dir or settings.var_dir / "bench",
+            say=click.echo,
+        )
     except (LabError, httpx.HTTPError) as exc:
         raise click.ClickException(f"bench could not run: {exc}") from None
     for row in report["article"]:
@@ -421,10 +552,18 @@ def _toggle_names() -> str:
 
 # --- the outbox ---------------------------------------------------------------------------------
 @cli.command(short_help="Show where the writes' side effects stand (the transactional outbox).")
-@click.option("--database-url", default=None, metavar="URL",
-              help="SQLAlchemy URL  [default: LAB_DATABASE_URL, else LAB_VAR_DIR/lab.db]")
-@click.option("--failed", "show_failed", is_flag=True,
-              help="Also list the side effects given up on, with their last error.")
+@click.option(
+    "--database-url",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL  [default: LAB_DATABASE_URL, else LAB_VAR_DIR/lab.db]",
+)
+@click.option(
+    "--failed",
+    "show_failed",
+    is_flag=True,
+    help="Also list the side effects given up on, with their last error.",
+)
 def outbox(database_url: str | None, show_failed: bool) -> None:
     """Count the side effects of writes (email, analytics, enrichment) by state.
 
@@ -444,9 +583,9 @@ def outbox(database_url: str | None, show_failed: bool) -> None:
     """
     from sqlalchemy import select
 
-    from service import outbox as side_effects
-    from service.db import build_engine, session_factory
-    from service.models import OutboxEvent, OutboxState
+    from latency_lab.service import outbox as side_effects
+    from latency_lab.service.db import build_engine, session_factory
+    from latency_lab.service.models import OutboxEvent, OutboxState
 
     url = database_url or _default_database_url()
     engine = build_engine(url)
@@ -459,8 +598,9 @@ def outbox(database_url: str | None, show_failed: bool) -> None:
                 .order_by(OutboxEvent.id.desc()).limit(50)
             ).all() if show_failed else []  # fmt: skip
     except Exception as exc:  # an unreachable or unseeded database: its own words help most
-        raise click.ClickException(f"could not read the outbox in {redact_url(url)}: {exc}") \
-            from None
+        raise click.ClickException(
+            f"could not read the outbox in {redact_url(url)}: {exc}"
+        ) from None
     finally:
         engine.dispose()
     click.echo(format_table(("state", "side effects"), [(k, str(n)) for k, n in counts.items()]))
@@ -474,8 +614,13 @@ def _admin_call(method: str, path: str, body: dict[str, Any], url: str | None) -
     base = (url or _running_service_url(settings)).rstrip("/")
     headers = {ADMIN_TOKEN_HEADER: settings.admin_token} if settings.admin_token else {}
     try:
-        response = httpx.request(method, base + path, json=body if method == "PUT" else None,
-                                 headers=headers, timeout=10.0)
+        response = httpx.request(
+            method,
+            base + path,
+            json=body if method == "PUT" else None,
+            headers=headers,
+            timeout=10.0,
+        )
     except httpx.TransportError as exc:
         raise click.ClickException(
             f"no lab answers at {base} ({type(exc).__name__}): start one with `latency-lab up`, "

@@ -1,8 +1,9 @@
-"""The outbox relay: ``python -m service.relay``, one process that ``latency-lab up`` starts.
+"""The outbox relay: ``python -m latency_lab.worker.relay``, one process that ``latency-lab up``
+starts.
 
-It makes sure every side effect stored in the transactional outbox (:mod:`service.outbox`)
-reaches RQ, whatever happened to the request that stored it or to Redis since. Every
-``INTERVAL_S`` it
+It makes sure every side effect stored in the transactional outbox
+(:mod:`latency_lab.service.outbox`) reaches RQ, whatever happened to the request that stored it or
+to Redis since. Every ``INTERVAL_S`` it
 
 1. **dispatches** pending rows whose hold is over: their request found Redis down, or an inline
    email or enrichment failed and is now retried by a worker (or the request died before it
@@ -41,12 +42,12 @@ from rq.job import Job, JobStatus
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-import telemetry
-from service import jobs, offload, outbox
-from service.config import Settings, settings_or_exit
-from service.db import build_engine, create_schema, session_factory
-from service.models import OutboxEvent, OutboxState
-from service.shared_state import connect_redis
+from latency_lab import telemetry
+from latency_lab.core.settings import Settings, settings_or_exit
+from latency_lab.core.shared_state import connect_redis
+from latency_lab.service import offload, outbox, tasks
+from latency_lab.service.db import build_engine, create_schema, session_factory
+from latency_lab.service.models import OutboxEvent, OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class OutboxRelay:
             session.commit()
 
     def _enqueue(self, row: OutboxEvent) -> offload.Outcome:
-        task = jobs.TASKS.get(row.task)
+        task = tasks.TASKS.get(row.task)
         if task is None:
             return offload.Outcome(row.task, "failed", f"unknown task {row.task!r}")
         return offload.enqueue(

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from telemetry.vocabulary import Provider
+from latency_lab.telemetry.vocabulary import Provider
 
 
 class WorldError(ValueError):
