@@ -306,6 +306,7 @@ def _forwarded_headers(
     headers.append(("X-Forwarded-For", f"{forwarded_for}, {client}" if forwarded_for else client))
     headers.append(("X-Forwarded-Proto", incoming.scheme))
     headers.append(("X-Forwarded-Host", incoming.host))
+    headers.append(("Via", f"1.1 {v.EDGE_PSEUDONYM}"))  # RFC 9110 Via: the service sees the edge
     return headers
 
 

@@ -97,6 +97,8 @@ def _describe_configuration(span: trace.Span) -> None:
     for name, value in g.world.flat().items():
         span.set_attribute(v.WORLD_PREFIX + name, value)
     span.set_attribute(v.CONFIG_KEY, toggles.label())
+    via = ", ".join(request.headers.getlist("Via"))
+    span.set_attribute(v.REQ_FRONT_DOOR, v.EDGE_PSEUDONYM not in via)  # else the edge is
     span.set_attribute(
         v.ORM_LOADER,
         (g.loader or LoaderStrategy(lab_service().settings.loader_strategy)).value

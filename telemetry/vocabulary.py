@@ -109,6 +109,11 @@ REQ_JOBS_ENQUEUED = "lab.request.jobs_enqueued"
 REQ_CACHE_HITS_PREFIX = "lab.request.cache_hits."  # + layer
 REQ_CACHE_MISSES_PREFIX = "lab.request.cache_misses."  # + layer
 REQ_N_PLUS_ONE = "lab.request.n_plus_one"  # JSON list of findings
+# Whether this server span is where the request entered the lab (the trace store's ``front_door``
+# flag): the service's is, unless the request came through the lab's edge, which says so with
+# ``Via: 1.1 latency-lab-edge`` (RFC 9110) and records its own server span as the front door.
+REQ_FRONT_DOOR = "lab.request.front_door"
+EDGE_PSEUDONYM = "latency-lab-edge"  # the received-by name the edge puts in Via
 
 # --- semantic conventions, old and stable spellings --------------------------------------------
 DB_STATEMENT_KEYS = ("db.query.text", "db.statement")
