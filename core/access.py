@@ -18,6 +18,8 @@ import hmac
 import ipaddress
 from typing import Protocol
 
+from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
+
 ADMIN_TOKEN_HEADER = "X-Lab-Admin-Token"
 CONFIG_SIGNATURE_HEADER = "X-Lab-Toggles-Signature"
 
@@ -70,3 +72,21 @@ def may_pin_configuration(
         return False
     expected = configuration_signature(configuration, admin_token)
     return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+class OverrideRefused(Exception):
+    """A request asked for its own configuration without being allowed to."""
+
+
+def requested_toggles(shared: Toggles, override: str | None, *, may_override: bool) -> Toggles:
+    """The toggles one request runs with: the shared ones, or ``X-Lab-Toggles`` over them.
+
+    The one decision of a request's configuration, for the edge and the service alike. Raises
+    :class:`OverrideRefused` when the caller may not override (the service answers 403; the
+    edge, a public front door, drops the header) and ``ToggleError`` for a malformed override.
+    """
+    if override is None:
+        return shared
+    if not may_override:
+        raise OverrideRefused(f"{TOGGLE_HEADER} needs loopback or the admin token")
+    return Toggles.parse_override(override, base=shared)

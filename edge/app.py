@@ -62,8 +62,10 @@ from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
 from latency_lab.core.access import (
     ADMIN_TOKEN_HEADER,
     CONFIG_SIGNATURE_HEADER,
+    OverrideRefused,
     configuration_signature,
     is_admin,
+    requested_toggles,
 )
 from latency_lab.core.errors import register_json_errors
 from latency_lab.core.settings import Settings
@@ -118,11 +120,17 @@ class EdgeOutcome(StrEnum):
 
 
 def effective_toggles(incoming: Request, settings: Settings, shared: SharedState) -> Toggles:
-    """Shared toggles, overridden by ``X-Lab-Toggles`` for admins (raises ToggleError if bad)."""
-    header = incoming.headers.get(TOGGLE_HEADER)
-    if header is None or not caller_is_admin(incoming, settings):
+    """The request's configuration (:func:`~latency_lab.core.access.requested_toggles`).
+
+    The edge is the public front door: an override its caller may not send is dropped, not
+    refused (raises ``ToggleError`` for an admin's malformed one).
+    """
+    override = incoming.headers.get(TOGGLE_HEADER)
+    allowed = override is not None and caller_is_admin(incoming, settings)
+    try:
+        return requested_toggles(shared.toggles, override, may_override=allowed)
+    except OverrideRefused:
         return shared.toggles
-    return Toggles.parse_override(header, base=shared.toggles)
 
 
 def caller_is_admin(incoming: Request, settings: Settings) -> bool:

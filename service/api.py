@@ -27,7 +27,7 @@ from latency_lab.service.lead_loader import LeadQuery, LoaderStrategy, load_one,
 from latency_lab.service.models import Lead, LeadMetadata, Tag, User
 from latency_lab.service.offload import Outcome, offload_or_call
 from latency_lab.service.outbox import SideEffect, StoredEffect
-from latency_lab.service.request_scope import current_toggles
+from latency_lab.service.request_scope import current_loader, current_toggles
 from latency_lab.service.schemas import LeadCreate, LeadListQuery, LeadPatch
 from latency_lab.service.stats import compute_stats
 
@@ -59,7 +59,7 @@ def get_lead(lead_id: int) -> ResponseReturnValue:
     _check_lead_id(lead_id)
     lead = _cached_read(
         f"leads:detail:{lead_id}",
-        lambda: load_one(lead_id, session=request_session(), strategy=_strategy()),
+        lambda: load_one(lead_id, session=request_session(), strategy=current_loader()),
     )
     if lead is None:
         raise ApiError(404, f"lead {lead_id} does not exist", field="id")
@@ -130,11 +130,6 @@ def update_lead(lead_id: int) -> ResponseReturnValue:
 
 
 # --- the switched code paths ------------------------------------------------------------------
-def _strategy() -> LoaderStrategy:
-    """Lazy vs eager: the ``eager_loading`` toggle."""
-    return lab_service().eager_strategy if current_toggles().eager_loading else LoaderStrategy.LAZY
-
-
 def _cached_read(key: str, compute: Any) -> Any:
     """Cache-aside in Redis (L1) when ``redis_cache`` is on; straight to the database when off."""
     if not current_toggles().redis_cache:
@@ -242,7 +237,7 @@ def _store_side_effects(session: Session, effects: list[SideEffect]) -> list[Sto
 
 # --- helpers ----------------------------------------------------------------------------------
 def _page_json(query: LeadQuery) -> dict[str, Any]:
-    page = load_page(query, session=request_session(), strategy=_strategy())
+    page = load_page(query, session=request_session(), strategy=current_loader())
     return {"leads": page.leads, "total": page.total, "limit": query.limit, "offset": query.offset}
 
 

@@ -25,7 +25,6 @@ from latency_lab.service.db import (
     inject_round_trip,
     session_factory,
 )
-from latency_lab.service.lead_loader import LoaderStrategy
 from latency_lab.service.offload import QUEUE_NAME
 from latency_lab.service.providers import ThirdPartyClient
 from latency_lab.telemetry import LabTelemetry, instrument_redis
@@ -52,14 +51,6 @@ class LabService:
     app_cache: AppCache
     queue: Queue
     third_party: ThirdPartyClient
-
-    @property
-    def eager_strategy(self) -> LoaderStrategy:
-        """The eager loader: this request's ``X-Lab-Loader``, else ``LAB_LOADER_STRATEGY``."""
-        from flask import g
-
-        chosen: LoaderStrategy | None = g.get("loader")
-        return chosen or LoaderStrategy(self.settings.loader_strategy)
 
     @classmethod
     def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:

@@ -30,6 +30,16 @@ class LoaderStrategy(StrEnum):
     SELECTIN = "selectin"
 
 
+def choose_strategy(
+    *, eager: bool, requested: LoaderStrategy | None, default: LoaderStrategy
+) -> LoaderStrategy:
+    """The ``eager_loading`` toggle, decided: lazy when off; when on, the strategy this request
+    asked for (``X-Lab-Loader``), else the lab's default (``LAB_LOADER_STRATEGY``)."""
+    if not eager:
+        return LoaderStrategy.LAZY
+    return requested or default
+
+
 @dataclass(frozen=True)
 class LeadQuery:
     limit: int = 100

@@ -20,7 +20,12 @@ from flask import Flask, Response, g, request
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 
-from latency_lab.core.access import is_admin, may_pin_configuration
+from latency_lab.core.access import (
+    OverrideRefused,
+    is_admin,
+    may_pin_configuration,
+    requested_toggles,
+)
 from latency_lab.core.errors import ApiError
 from latency_lab.core.toggles import (
     CONFIG_HEADER,
@@ -30,7 +35,7 @@ from latency_lab.core.toggles import (
     Toggles,
 )
 from latency_lab.service.context import lab_service
-from latency_lab.service.lead_loader import LoaderStrategy
+from latency_lab.service.lead_loader import LoaderStrategy, choose_strategy
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.accounting import traceresponse_header
 
@@ -59,20 +64,35 @@ def _begin() -> None:
     g.trace_id = context.trace_id if context.is_valid else None
     if g.trace_id is not None:
         service.telemetry.ledger.open(g.trace_id)
-    g.loader = _loader_override(service.settings.admin_token)
-    override = request.headers.get(TOGGLE_HEADER)
-    if override is not None:
-        token = service.settings.admin_token
-        if not may_pin_configuration(request.remote_addr, request.headers, override, token):
-            raise ApiError(403, f"{TOGGLE_HEADER} needs loopback or the admin token")
-        try:
-            g.toggles = Toggles.parse_override(override, base=snapshot.toggles)
-        except ToggleError as exc:
-            raise ApiError(400, str(exc), header=TOGGLE_HEADER) from exc
+    g.toggles = _requested_toggles(snapshot.toggles, service.settings.admin_token)
+    g.loader = choose_strategy(
+        eager=g.toggles.eager_loading,
+        requested=_loader_override(service.settings.admin_token),
+        default=LoaderStrategy(service.settings.loader_strategy),
+    )
     _describe_configuration(span)
     # The configuration travels with the trace context (W3C baggage) into the request's jobs,
     # so a job is labelled with the configuration its request ran under.
     g.baggage_token = otel_context.attach(baggage.set_baggage(v.CONFIG_KEY, g.toggles.label()))
+
+
+def current_loader() -> LoaderStrategy:
+    """How this request loads leads: ``lazy``, or the eager strategy it runs with."""
+    loader: LoaderStrategy = g.loader
+    return loader
+
+
+def _requested_toggles(shared: Toggles, admin_token: str | None) -> Toggles:
+    override = request.headers.get(TOGGLE_HEADER)
+    allowed = override is not None and may_pin_configuration(
+        request.remote_addr, request.headers, override, admin_token
+    )
+    try:
+        return requested_toggles(shared, override, may_override=allowed)
+    except OverrideRefused as exc:
+        raise ApiError(403, str(exc)) from exc
+    except ToggleError as exc:
+        raise ApiError(400, str(exc), header=TOGGLE_HEADER) from exc
 
 
 def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
@@ -99,12 +119,7 @@ def _describe_configuration(span: trace.Span) -> None:
     span.set_attribute(v.CONFIG_KEY, toggles.label())
     via = ", ".join(request.headers.getlist("Via"))
     span.set_attribute(v.REQ_FRONT_DOOR, v.EDGE_PSEUDONYM not in via)  # else the edge is
-    span.set_attribute(
-        v.ORM_LOADER,
-        (g.loader or LoaderStrategy(lab_service().settings.loader_strategy)).value
-        if toggles.eager_loading
-        else LoaderStrategy.LAZY.value,
-    )
+    span.set_attribute(v.ORM_LOADER, current_loader().value)
 
 
 def _finish(response: Response) -> Response:

@@ -247,7 +247,7 @@ def test_tour_checks_each_step_against_the_one_before(
     assert "p50 latency: 97.0 ms \u2192 7.0 ms \u2713" in texts(app.success)
     sources = texts(app.code)
     assert "def loader_options(" in sources and "joinedload(Lead.owner)" in sources
-    assert "def _strategy(" in sources
+    assert "def choose_strategy(" in sources
 
     app.radio(key="tour_step").set_value(2).run()
     assert "not measured yet" in texts(app.info)
