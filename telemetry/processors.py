@@ -1,9 +1,23 @@
-"""Span processors: a bounded batch processor that counts what it drops.
+"""Span processors: the SDK's batch processor, with the spans it exported and dropped counted.
 
-Export must never sit on the request path, and a full queue must never raise in a request. The
-SDK's ``BatchSpanProcessor`` already drops when its queue is full, but only says so in a log line;
-the lab has to *show* the count (``/healthz``, the dashboard), so this processor keeps the same
-contract (bounded queue, background thread, ``OTEL_BSP_*`` settings) and counts every drop.
+Export must never sit on the request path, and a full queue must never raise in a request: the
+SDK's ``BatchSpanProcessor`` does both (bounded queue, background thread, ``force_flush``,
+re-initialisation after ``fork``). What it does not do is *say how many* spans it lost: a full
+queue is a log line, an exporter's failure is ignored. The lab shows the count (``/healthz``, the
+store's ``process_stats``, the dashboard), so :class:`CountingBatchSpanProcessor` adds exactly
+that, through public API only:
+
+* a :class:`CountingExporter` around the exporter counts what was handed over, what the exporter
+  accepted (``exported``) and what it refused or raised on (``failed``);
+* ``on_end`` keeps the queue's occupancy (spans accepted minus spans handed over) and, when it is
+  at ``max_queue_size``, counts the span as dropped instead of passing it on. The SDK's own queue
+  would drop silently (its oldest span); ours is never fuller than it, so the SDK never has to.
+
+Why not the SDK's own accounting: the SDK (1.45) counts queue-full drops in the experimental
+``otel.sdk.processor.span.processed`` metric, but only when the process-wide environment variable
+``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`` is set before the processor is built, only as a
+metric to collect through a meter provider, and without export failures. Counting here keeps the
+numbers exact and per processor, whatever the environment.
 """
 
 from __future__ import annotations
@@ -11,19 +25,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """``OTEL_BSP_*`` settings, with the SDK's defaults."""
+    """``OTEL_BSP_*`` settings; the lab's defaults where unset (a 500 ms delay, not the SDK's 5 s:
+    the dashboard should see a request's spans within a second)."""
 
     max_queue_size: int = 2048
     schedule_delay_ms: float = 500.0
@@ -42,100 +57,100 @@ class BatchSettings:
         )
 
 
-class CountingBatchSpanProcessor(SpanProcessor):
-    """Batches finished spans to an exporter on a daemon thread; counts spans it had to drop."""
+class CountingExporter(SpanExporter):
+    """Passes batches to ``exporter``; counts spans handed over, exported and failed."""
 
-    def __init__(self, exporter: SpanExporter, settings: BatchSettings | None = None) -> None:
-        self._exporter = exporter
-        self._settings = settings or BatchSettings.from_environment()
-        self._queue: deque[ReadableSpan] = deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._flushed = threading.Condition(self._lock)
-        self._in_flight = 0
-        self._shutdown = False
-        self.dropped = 0
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+        self.lock = threading.Lock()
+        self.handed = 0
         self.exported = 0
         self.failed = 0
-        self._start_worker()
-        os.register_at_fork(after_in_child=self._at_fork_reinit)
 
-    def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._run, name="lab-span-export", daemon=True)
-        self._worker.start()
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.lock:
+            self.handed += len(spans)
+        try:
+            result = self.exporter.export(spans)
+        except Exception:  # an exporter must never take the export thread down
+            log.exception("span export failed")
+            result = SpanExportResult.FAILURE
+        with self.lock:
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(spans)
+            else:
+                self.failed += len(spans)
+        return result
 
-    def _at_fork_reinit(self) -> None:
-        # A forked child (gunicorn worker, RQ work horse) has no export thread: start its own.
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._flushed = threading.Condition(self._lock)
-        self._queue.clear()
-        self._in_flight = 0
-        self._start_worker()
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor; ``exported``, ``failed`` and ``dropped`` say where spans went.
+
+    ``dropped`` counts spans refused on a full queue or after shutdown, and spans whose export
+    failed (``failed``).
+    """
+
+    def __init__(self, exporter: SpanExporter, settings: BatchSettings | None = None) -> None:
+        settings = settings or BatchSettings.from_environment()
+        self._counting = CountingExporter(exporter)
+        self._max_queue_size = settings.max_queue_size
+        self._accepted = 0
+        self._refused = 0
+        self._closed = False
+        super().__init__(
+            self._counting,
+            max_queue_size=settings.max_queue_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            # The SDK refuses a batch larger than the queue; such a batch is the queue anyway.
+            max_export_batch_size=min(settings.max_export_batch_size, settings.max_queue_size),
+            export_timeout_millis=settings.export_timeout_ms,
+        )
+        forget_queue = weakref.WeakMethod(self._forget_queue)
+
+        def forget_queue_in_child() -> None:
+            if (method := forget_queue()) is not None:
+                method()
+
+        os.register_at_fork(after_in_child=forget_queue_in_child)
+
+    @property
+    def exported(self) -> int:
+        return self._counting.exported
+
+    @property
+    def failed(self) -> int:
+        return self._counting.failed
+
+    @property
+    def dropped(self) -> int:
+        return self._refused + self._counting.failed
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is None or not span.context.trace_flags.sampled:
             return
-        with self._lock:
-            if self._shutdown or len(self._queue) >= self._settings.max_queue_size:
-                self.dropped += 1
+        with self._counting.lock:
+            queued = self._accepted - self._counting.handed
+            if self._closed or queued >= self._max_queue_size:
+                self._refused += 1
                 return
-            self._queue.append(span)
-            if len(self._queue) >= self._settings.max_export_batch_size:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        delay_s = self._settings.schedule_delay_ms / 1000
-        while True:
-            with self._lock:
-                if not self._queue and not self._shutdown:
-                    self._wake.wait(delay_s)
-                batch = self._take_batch()
-                if not batch and self._shutdown:
-                    return
-            if batch:
-                self._export(batch)
-
-    def _take_batch(self) -> list[ReadableSpan]:
-        size = min(len(self._queue), self._settings.max_export_batch_size)
-        batch = [self._queue.popleft() for _ in range(size)]
-        self._in_flight += len(batch)
-        return batch
-
-    def _export(self, batch: list[ReadableSpan]) -> None:
-        try:
-            result = self._exporter.export(batch)
-            ok = getattr(result, "name", "SUCCESS") == "SUCCESS"
-        except Exception:  # an exporter must never take the export thread down
-            log.exception("span export failed")
-            ok = False
-        with self._lock:
-            self._in_flight -= len(batch)
-            if ok:
-                self.exported += len(batch)
-            else:
-                self.failed += len(batch)
-                self.dropped += len(batch)
-            self._flushed.notify_all()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        deadline_s = timeout_millis / 1000
-        with self._lock:
-            self._wake.notify()
-            return self._flushed.wait_for(
-                lambda: not self._queue and self._in_flight == 0, timeout=deadline_s
-            )
+            self._accepted += 1
+            super().on_end(span)  # under the lock: a concurrent shutdown cannot drop it uncounted
 
     def shutdown(self) -> None:
-        self.force_flush(int(self._settings.export_timeout_ms))
-        with self._lock:
-            self._shutdown = True
-            self._wake.notify()
-        self._worker.join(timeout=self._settings.export_timeout_ms / 1000)
-        self._exporter.shutdown()
+        with self._counting.lock:
+            self._closed = True
+        super().shutdown()
+
+    def _forget_queue(self) -> None:
+        # A forked child starts with an empty queue (the SDK clears it): nothing is pending.
+        self._counting.lock = threading.Lock()
+        self._accepted = self._counting.handed
 
 
 def _env_int(name: str, default: int) -> int:
