@@ -10,7 +10,8 @@ statement watcher (:mod:`latency_lab.telemetry.engine_watch`) reads the same var
 
 :func:`instrument_engine` gives one engine OpenTelemetry database spans. It needs
 ``opentelemetry-instrumentation-sqlalchemy`` (the lab's extra), imported only when called, so the
-span budgets import with the base install.
+span budgets import with the base install. It and :func:`is_instrumented` are the lab's only use of
+that package's private API.
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def instrument_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
 
     ``SQLAlchemyInstrumentor().instrument(engine=...)`` is a process-wide singleton: a second
     engine cannot be instrumented, and it also wraps ``create_engine`` so every engine made
-    afterwards (the trace store's included) would be traced. The instrumentation's
-    ``EngineTracer`` attaches to exactly the engine given, which is what the lab needs.
+    afterwards (the trace store's included) would be traced. The instrumentation has no public
+    per-engine call, so this builds its ``EngineTracer`` (what ``instrument`` builds for the
+    engine given) directly: private API, which is why pyproject.toml bounds the instrumentation
+    below its next minor release. Only the three arguments every release takes are passed.
     """
     from opentelemetry.instrumentation import sqlalchemy as sqlalchemy_instrumentation
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -120,4 +123,12 @@ def instrument_engine(engine: Engine, tracer_provider: TracerProvider) -> None:
         unit="connections",
         description="connections in use",
     )
-    EngineTracer(tracer, engine, connections_usage, False, {}, False)
+    EngineTracer(tracer, engine, connections_usage)
+
+
+def is_instrumented(engine: Engine) -> bool:
+    """Whether the SQLAlchemy instrumentation already listens on this engine (private API too)."""
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    registered = getattr(EngineTracer, "_remove_event_listener_params", [])
+    return any(target() is engine for target, *_ in registered)
