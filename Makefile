@@ -3,7 +3,7 @@
 #   make demo       create .venv, install the lab, run `latency-lab up` (Ctrl-C stops it)
 #   make test       create .venv with the dev tools, run the test suite (without slow tests)
 #   make test-slow  only the slow soak/load tests
-#   make lint       ruff and mypy
+#   make lint       ruff (lint and format) and mypy
 #
 # The virtual environment is (re)installed only when pyproject.toml changes: a stamp file in
 # .venv remembers what was installed. Override the interpreter with `make PYTHON=python3.12 ...`.
@@ -55,4 +55,5 @@ test-slow: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(LINT_PATHS)
