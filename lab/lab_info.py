@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 
 from latency_lab.core.settings import Settings
-from latency_lab.lab.supervisor import ProcessState, is_stopped
+from latency_lab.lab.children import ProcessState
+from latency_lab.lab.process_tree import is_stopped
 
 LAB_FILE_NAME = "lab.json"
 

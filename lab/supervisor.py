@@ -42,120 +42,38 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import psutil
-import redis
 
-STOP_GRACE_S = 10.0
+from latency_lab.lab.children import ProcessSpec, ProcessState, RunningProcess, describe_exit
+from latency_lab.lab.messages import LabError, describe_code, log_excerpt
+from latency_lab.lab.probes import RedisProbe
+from latency_lab.lab.process_tree import (
+    STOP_GRACE_S,
+    is_stopped,
+    kill_all,
+    signal_group,
+    start_in_session,
+    terminate_trees,
+    track,
+)
+
+__all__ = [
+    "POLL_INTERVAL_S",
+    "STOP_GRACE_S",
+    "ProcessSpec",
+    "RedisProbe",  # importers from before the split (tests/reliability/test_redis_outage.py)
+    "RestartPolicy",
+    "Supervisor",
+]
+
 POLL_INTERVAL_S = 0.2
-LOG_TAIL_LINES = 25
 
 Say = Callable[[str], None]
-Probe = Callable[[int], bool]
-"""Readiness check for one child, given its PID: True once it serves."""
-
-
-class LabError(RuntimeError):
-    """The lab could not start, or a part of it died; the message names the part and says why."""
-
-
-class ProcessState(StrEnum):
-    STARTING = "starting"
-    UP = "up"
-    RESTARTING = "restarting"
-    NOT_RESPONDING = "not responding"
-    DOWN = "down"
-
-
-# --- probes -------------------------------------------------------------------------------------
-class HttpProbe:
-    """Ready when ``GET url`` answers 200."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, pid: int) -> bool:
-        try:
-            # trust_env=False: a proxy from HTTP_PROXY must not stand between us and our children
-            return httpx.get(self.url, timeout=1.0, trust_env=False).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def __repr__(self) -> str:
-        return self.url
-
-
-class RqWorkerProbe:
-    """Ready when an RQ worker running as this child (or one of its descendants) has registered."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-
-    def __call__(self, pid: int) -> bool:
-        from rq import Worker  # the CLI's other commands should not pay for importing rq
-
-        pids = {pid} | {p.pid for p in descendants(pid)}
-        try:
-            with redis.Redis.from_url(self.redis_url, socket_timeout=1.0) as client:
-                return any(worker.pid in pids for worker in Worker.all(connection=client))
-        except redis.RedisError:
-            return False
-
-    def __repr__(self) -> str:
-        return f"RQ worker registration in {redact_url(self.redis_url)}"
-
-
-class RedisProbe:
-    """Ready when the Redis server at ``url`` answers PING."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, pid: int) -> bool:
-        try:
-            with redis.Redis.from_url(self.url, socket_timeout=1.0) as client:
-                return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def __repr__(self) -> str:
-        return f"PING {redact_url(self.url)}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-# --- what runs, and how it is looked after -------------------------------------------------------
-@dataclass(frozen=True)
-class ProcessSpec:
-    """One child process: its name (and log file name), command line and readiness check.
-
-    ``essential``: when it crash-loops, the lab stops (the lab goes on without any other).
-    ``probe_while_running``: the probe also tells whether it still answers once up (an HTTP
-    health URL does; an RQ worker's registration lapses while it is busy or Redis restarts, so a
-    worker is judged by its process state alone)."""
-
-    name: str
-    argv: tuple[str, ...]
-    probe: Probe | None = None
-    port: int | None = None
-    essential: bool = False
-    probe_while_running: bool = True
-    before_start: Callable[[], None] | None = None  # e.g. make the working directory
 
 
 @dataclass(frozen=True)
@@ -174,45 +92,6 @@ class RestartPolicy:
     def delay(self, recent_exits: int) -> float:
         """Exponential backoff: the n-th exit within the window waits base * 2 ** (n - 1)."""
         return float(min(self.max_delay_s, self.initial_delay_s * 2 ** max(0, recent_exits - 1)))
-
-
-@dataclass
-class RunningProcess:
-    """A child and its life so far: the current process, its state, its restarts and exits."""
-
-    spec: ProcessSpec
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    tier: int
-    started_at: float = field(default_factory=time.time)
-    state: ProcessState = ProcessState.STARTING
-    restarts: int = 0
-    last_exit: str | None = None
-    exits: deque[float] = field(default_factory=deque)  # monotonic times of recent exits
-    restart_at: float | None = None  # monotonic: when the next start is due
-    started_mono: float = field(default_factory=time.monotonic)
-    down_since: float | None = None  # monotonic: when it died, for "back after N s"
-    next_check: float = 0.0
-    unanswered: int = 0
-    family: dict[int, psutil.Process] = field(default_factory=dict)  # descendants seen
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def exit_code(self) -> int | None:
-        return self.popen.poll()
-
-    def status(self) -> dict[str, Any]:
-        """What ``var/lab.json`` says about this child."""
-        return {
-            "pid": self.pid,
-            "state": self.state.value,
-            "started_at": self.started_at,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "essential": self.spec.essential,
-        }
 
 
 class Supervisor:
@@ -235,25 +114,18 @@ class Supervisor:
 
     # --- starting -----------------------------------------------------------------------------
     def spawn(self, spec: ProcessSpec, *, tier: int = 0) -> RunningProcess:
-        process = RunningProcess(
-            spec, self._popen(spec, "wb"), self.log_dir / f"{spec.name}.log", tier
-        )
+        process = RunningProcess(spec, self._start(spec), self._log_path(spec), tier)
         self.running.append(process)
         return process
 
-    def _popen(self, spec: ProcessSpec, mode: str) -> subprocess.Popen[bytes]:
+    def _start(self, spec: ProcessSpec, *, append: bool = False) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if spec.before_start is not None:
             spec.before_start()
-        with open(self.log_dir / f"{spec.name}.log", mode) as log:
-            return subprocess.Popen(
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
+        return start_in_session(spec.argv, self._log_path(spec), self.env, append=append)
+
+    def _log_path(self, spec: ProcessSpec) -> Path:
+        return self.log_dir / f"{spec.name}.log"
 
     def wait_ready(self, processes: Iterable[RunningProcess], timeout_s: float) -> None:
         """Return once every process's probe passes; raise :class:`LabError` naming a laggard."""
@@ -264,7 +136,7 @@ class Supervisor:
             for process in pending:
                 if process.exit_code() is not None:
                     raise LabError(describe_exit(process, "during start-up"))
-            pending = [p for p in pending if not _probe(p)]
+            pending = [p for p in pending if not p.probe()]
             if pending and time.monotonic() > deadline:
                 laggard = pending[0]
                 raise LabError(
@@ -344,7 +216,7 @@ class Supervisor:
                 f"--- latency-lab up: restart {process.restarts + 1} of {process.spec.name}"
                 f" (it {process.last_exit}) ---\n".encode()
             )
-        process.popen = self._popen(process.spec, "ab")
+        process.popen = self._start(process.spec, append=True)
         process.restarts += 1
         process.started_at, process.started_mono = time.time(), now
         process.family.clear()
@@ -364,7 +236,7 @@ class Supervisor:
             process.down_since = None
             return None
         if running_for > self.policy.ready_timeout_s:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(timeout=5)
             return self._exited(
@@ -374,10 +246,10 @@ class Supervisor:
 
     def _check_responding(self, process: RunningProcess, now: float) -> None:
         process.next_check = now + self.policy.check_interval_s
-        _track(process.family, [process.popen])
+        track(process.family, [process.popen])
         if is_stopped(process.pid):
             process.unanswered = self.policy.unanswered_checks
-        elif not (process.spec.probe and process.spec.probe_while_running) or _probe(process):
+        elif not (process.spec.probe and process.spec.probe_while_running) or process.probe():
             process.unanswered = 0
         else:
             process.unanswered += 1
@@ -389,7 +261,7 @@ class Supervisor:
 
     def _bury(self, process: RunningProcess) -> None:
         """Kill what is left of a dead child's group; its work horses may finish their jobs."""
-        _signal_group(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         for pid, descendant in process.family.items():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if os.getpgid(pid) != process.pid and descendant.is_running():
@@ -405,111 +277,6 @@ class Supervisor:
         for tier in sorted({p.tier for p in self.running}, reverse=True):
             group = [p for p in self.running if p.tier == tier]
             terminate_trees([p.popen for p in group], grace_s=grace_s, hurry=hurry)
-        for orphan in _alive(self.orphans.values()):
-            with contextlib.suppress(psutil.Error):
-                orphan.kill()
+        kill_all(self.orphans.values())
         self.orphans.clear()
         self.running.clear()
-
-
-def _probe(process: RunningProcess) -> bool:
-    assert process.spec.probe is not None
-    return process.spec.probe(process.pid)
-
-
-def is_stopped(pid: int) -> bool:
-    """True when the process is stopped (SIGSTOP, a debugger): it cannot answer anything."""
-    try:
-        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
-    except psutil.Error:
-        return False
-
-
-# --- stopping process trees ----------------------------------------------------------------------
-def terminate_trees(
-    popens: list[subprocess.Popen[bytes]], *, grace_s: float, hurry: threading.Event | None = None
-) -> None:
-    """SIGTERM each session leader's group, wait up to ``grace_s``, then SIGKILL what is left.
-
-    Descendants are tracked throughout, so a process that moved to another group (an RQ work
-    horse) is killed too if it outlives its parent's warm shutdown. Stopped processes are sent
-    SIGCONT, so that they can act on the SIGTERM.
-    """
-    tracked: dict[int, psutil.Process] = {}
-    _track(tracked, popens)
-    for popen in popens:
-        _signal_group(popen.pid, signal.SIGTERM)
-        _signal_group(popen.pid, signal.SIGCONT)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and not (hurry and hurry.is_set()):
-        _track(tracked, popens)
-        if not _alive(tracked.values()):
-            break
-        time.sleep(0.1)
-    for popen in popens:
-        _signal_group(popen.pid, signal.SIGKILL)
-    for process in _alive(tracked.values()):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    for popen in popens:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=5)
-    psutil.wait_procs(_alive(tracked.values()), timeout=5)
-
-
-def _track(tracked: dict[int, psutil.Process], popens: Iterable[subprocess.Popen[bytes]]) -> None:
-    for popen in popens:
-        try:
-            root = psutil.Process(popen.pid)
-        except psutil.NoSuchProcess:
-            continue
-        for process in [root, *descendants(popen.pid)]:
-            tracked.setdefault(process.pid, process)
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-# --- telling what happened -----------------------------------------------------------------------
-def describe_code(code: int | None) -> str:
-    """``was killed by SIGKILL`` or ``exited (3)``."""
-    if code is not None and code < 0:
-        return f"was killed by {signal.Signals(-code).name}"
-    return f"exited ({code})"
-
-
-def describe_exit(process: RunningProcess, when: str) -> str:
-    how = describe_code(process.exit_code())
-    return f"{process.spec.name} (pid {process.pid}) {how} {when}.\n{log_excerpt(process.log_path)}"
-
-
-def log_excerpt(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a log, indented, under a heading naming the file."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 16_384))
-            tail = log.read().decode(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"(no log at {path})"
-    if not tail:
-        return f"({path} is empty)"
-    return f"Last lines of {path}:\n" + "\n".join(f"    {line}" for line in tail)

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from latency_lab.cli.main import cli
 from latency_lab.core.settings import Settings
-from latency_lab.lab import runtime
+from latency_lab.lab import programs, runtime
 from latency_lab.lab.redis_server import free_port
 from latency_lab.lab.runtime import (
     HttpProbe,
@@ -137,7 +137,7 @@ def test_dashboard_starts_only_when_its_app_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     script = tmp_path / "dashboard" / "app.py"
-    monkeypatch.setattr(runtime, "dashboard_script", lambda: script)
+    monkeypatch.setattr(programs, "dashboard_script", lambda: script)
     settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_DASHBOARD_PORT=9200)
 
     assert "dashboard" not in [s.name for s in lab_tiers(settings, LabOptions(), "")[-1]]
@@ -228,7 +228,7 @@ def test_the_dashboard_command_line_serves_streamlit(
     script = tmp_path / "dashboard" / "app.py"
     script.parent.mkdir()
     script.write_text("import streamlit as st\nst.title('stand-in dashboard')\n")
-    monkeypatch.setattr(runtime, "dashboard_script", lambda: script)
+    monkeypatch.setattr(programs, "dashboard_script", lambda: script)
     settings = make_settings(LAB_VAR_DIR=tmp_path, LAB_DASHBOARD_PORT=free_port())
     dashboard = lab_tiers(settings, LabOptions(), "")[-1][-1]
 
