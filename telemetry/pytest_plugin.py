@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from .testing import SpanCapture
 
 REPORT_SECTION = "Captured statements"
-_TESTING = __name__.rpartition(".")[0] + ".testing"
+# Where the captures live (latency_lab.telemetry.testing exports them).
+_CAPTURE = __name__.rpartition(".")[0] + ".capture"
 _MARKER_NOTE = "Span budget of this test's marker (latency_lab)"
 MARKERS = (
     "max_queries(maximum): the test may run at most `maximum` database statements "
@@ -101,9 +102,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         return (yield)
     finally:
-        testing = sys.modules.get(_TESTING)
-        if testing is not None:
-            testing.stop_on_demand_captures()
+        capture = sys.modules.get(_CAPTURE)
+        if capture is not None:
+            capture.stop_on_demand_captures()
 
 
 @pytest.hookimpl(wrapper=True)
