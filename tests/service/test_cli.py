@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,6 +81,39 @@ def test_each_command_explains_itself_with_examples(command: str, example: str) 
 
     assert result.exit_code == 0
     assert "Examples:" in result.output and example in result.output
+
+
+def test_without_the_lab_stack_the_command_says_what_to_install() -> None:
+    # The plugin-only install (`pip install latency-lab`) has no click: run the console script's
+    # main() with click made unimportable, as it would be there.
+    script = (
+        "import sys; sys.modules['click'] = None; from latency_lab.cli.main import main; main()"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script, "toggles"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "latency-lab: the lab is not installed here (no module 'click'); "
+        "install it with: pip install 'latency-lab[lab]'"
+    ]
+
+
+def test_importing_the_console_script_imports_nothing_heavy() -> None:
+    script = (
+        "import sys; import latency_lab.cli.main; "
+        "print(sorted({'click', 'httpx', 'pydantic', 'sqlalchemy'} & set(sys.modules)))"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 # --- mistakes ------------------------------------------------------------------------------------
