@@ -181,7 +181,7 @@ class AdminClient:
     def _refusal(self, method: str, path: str, response: httpx.Response) -> AdminError:
         status, reason = response.status_code, error_reason(response)
         if status in (401, 403):
-            message = f"the lab at {self.base_url} refused the admin request ({status})"
+            message = f"the lab at {self.base_url} refused the admin request ({status}): {reason}"
             return AdminError(
                 AdminProblem.REFUSED, message, TOKEN_HINT, status=status, reason=reason
             )
