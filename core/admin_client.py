@@ -99,12 +99,23 @@ class AdminClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, base_url: str | None = None, **options: Any
+        cls,
+        settings: Settings,
+        *,
+        base_url: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        url_hint: str = "LAB_SERVICE_URL",
+        transport: httpx.BaseTransport | None = None,
     ) -> AdminClient:
         """The service at ``base_url``, else ``LAB_SERVICE_URL`` (else LAB_HOST and its port),
         with ``LAB_ADMIN_TOKEN`` when one is set."""
-        url = base_url or settings.resolved_service_url
-        return cls(url, token=settings.admin_token, **options)
+        return cls(
+            base_url or settings.resolved_service_url,
+            token=settings.admin_token,
+            timeout_s=timeout_s,
+            url_hint=url_hint,
+            transport=transport,
+        )
 
     # --- typed calls ------------------------------------------------------------------------------
     def toggles(self) -> Toggles:
