@@ -32,6 +32,10 @@ What the lab needs on top of what it had (spawning, readiness, stopping trees) i
 policy of a few dozen lines. The backoff is one expression (``min(cap, base * 2 ** n)``) in a
 loop that never sleeps per child; retry libraries (tenacity, backoff, stamina) wrap a blocking
 call and do not fit a loop that watches ten processes at once.
+
+What it builds on: :mod:`~latency_lab.lab.children` (a child's spec and its life so far),
+:mod:`~latency_lab.lab.probes` (readiness) and :mod:`~latency_lab.lab.process_tree` (spawning in
+a session, stopping whole trees).
 """
 
 from __future__ import annotations
