@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     app_cache_ttl_s: int = Field(60, alias="LAB_APP_CACHE_TTL", ge=1)
     edge_max_age_s: int = Field(30, alias="LAB_EDGE_MAX_AGE", ge=0)
     loader_strategy: str = Field("joined", alias="LAB_LOADER_STRATEGY")
+    # Profile every Nth request of each service process (0: only those sending X-Lab-Profile).
+    profile_every: int = Field(0, alias="LAB_PROFILE_EVERY", ge=0)
     max_body_bytes: int = Field(64 * 1024, alias="LAB_MAX_BODY_BYTES", ge=1024)
     trace_retention_hours: float = Field(24.0, alias="LAB_TRACE_RETENTION_HOURS", gt=0)
     trace_retention_max_spans: int = Field(

@@ -19,6 +19,8 @@ TOGGLE_HEADER = "X-Lab-Toggles"
 CONFIG_HEADER = "X-Lab-Config"
 # Picks the eager loader (joined | selectin) for one request; same access rule as the toggles.
 LOADER_HEADER = "X-Lab-Loader"
+# ``on`` profiles this request (and its jobs) with the sampling profiler; same access rule.
+PROFILE_HEADER = "X-Lab-Profile"
 
 
 class Toggle(StrEnum):

@@ -149,7 +149,10 @@ STEPS: tuple[TourStep, ...] = (
         "the page, in one statement with joins.",
         "Statements per request fall from 1 + 3N to 1, and the database share of the time "
         "collapses (Compare → where the time went).",
-        ("latency_lab.service.lead_loader:loader_options", "latency_lab.service.lead_loader:choose_strategy"),
+        (
+            "latency_lab.service.lead_loader:loader_options",
+            "latency_lab.service.lead_loader:choose_strategy",
+        ),
         "Lead list only (the N+1 page)",
         (
             Check(

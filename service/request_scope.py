@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from flask import Flask, Response, g, request
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -27,9 +29,11 @@ from latency_lab.core.access import (
     requested_toggles,
 )
 from latency_lab.core.errors import ApiError
+from latency_lab.core.settings import Settings
 from latency_lab.core.toggles import (
     CONFIG_HEADER,
     LOADER_HEADER,
+    PROFILE_HEADER,
     TOGGLE_HEADER,
     ToggleError,
     Toggles,
@@ -38,8 +42,10 @@ from latency_lab.service.context import lab_service
 from latency_lab.service.lead_loader import LoaderStrategy, choose_strategy
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.accounting import traceresponse_header
+from latency_lab.telemetry.profiles import ProfileRun
 
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
+_REQUEST_COUNT = itertools.count(1)  # this process's requests, for LAB_PROFILE_EVERY
 STATIC_MAX_AGE_S = 300
 
 
@@ -71,9 +77,15 @@ def _begin() -> None:
         default=LoaderStrategy(service.settings.loader_strategy),
     )
     _describe_configuration(span)
+    profiled = _profile_requested(service.settings)
     # The configuration travels with the trace context (W3C baggage) into the request's jobs,
-    # so a job is labelled with the configuration its request ran under.
-    g.baggage_token = otel_context.attach(baggage.set_baggage(v.CONFIG_KEY, g.toggles.label()))
+    # so a job is labelled with the configuration its request ran under (and is profiled too).
+    carried = baggage.set_baggage(v.CONFIG_KEY, g.toggles.label())
+    if profiled:
+        carried = baggage.set_baggage(v.PROFILE, "on", context=carried)
+    g.baggage_token = otel_context.attach(carried)
+    if profiled:
+        g.profile_run = ProfileRun(f"{request.method} {request.path}").start()
 
 
 def current_loader() -> LoaderStrategy:
@@ -93,6 +105,28 @@ def _requested_toggles(shared: Toggles, admin_token: str | None) -> Toggles:
         raise ApiError(403, str(exc)) from exc
     except ToggleError as exc:
         raise ApiError(400, str(exc), header=TOGGLE_HEADER) from exc
+
+
+def _profile_requested(settings: Settings) -> bool:
+    """``X-Lab-Profile: on`` (loopback or admin token), or every ``LAB_PROFILE_EVERY``-th
+    request."""
+    raw = request.headers.get(PROFILE_HEADER)
+    if raw is not None:
+        if raw.strip().lower() not in ("on", "off"):
+            raise ApiError(400, f"{PROFILE_HEADER} must be on or off, got {raw!r}",
+                           header=PROFILE_HEADER)  # fmt: skip
+        if not is_admin(request.remote_addr, request.headers, settings.admin_token):
+            raise ApiError(403, f"{PROFILE_HEADER} needs loopback or the admin token")
+        return raw.strip().lower() == "on"
+    return settings.profile_every > 0 and next(_REQUEST_COUNT) % settings.profile_every == 0
+
+
+def _stop_profile(span: trace.Span) -> None:
+    """The request's profile goes on its server span; the trace store keeps it with the trace."""
+    run: ProfileRun | None = g.pop("profile_run", None)
+    if run is not None:
+        span.set_attribute(v.PROFILE, run.stop().dumps())
+        span.set_attribute(v.PROFILED, True)
 
 
 def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
@@ -125,6 +159,7 @@ def _describe_configuration(span: trace.Span) -> None:
 def _finish(response: Response) -> Response:
     service = lab_service()
     span = trace.get_current_span()
+    _stop_profile(span)
     tally = service.telemetry.ledger.close(g.trace_id) if g.get("trace_id") else None
     if tally is not None:
         span.set_attributes(tally.attributes())
@@ -164,6 +199,7 @@ def _cache_headers(response: Response, *, edge_on: bool, max_age_s: int) -> None
 
 
 def _teardown(_exc: BaseException | None) -> None:
+    _stop_profile(trace.get_current_span())  # a request that failed before its response
     token = g.pop("baggage_token", None)
     if token is not None:
         otel_context.detach(token)

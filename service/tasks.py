@@ -27,6 +27,7 @@ from latency_lab.service import outbox
 from latency_lab.service.models import Lead, User, utcnow
 from latency_lab.service.providers import ThirdPartyClient
 from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.profiles import ProfileRun
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,18 @@ class TracedJob(Job):
         configuration = baggage.get_baggage(v.CONFIG_KEY, parent)
         if configuration:  # the configuration the enqueuing request ran under
             attributes[v.CONFIG_KEY] = str(configuration)
+        profiled = baggage.get_baggage(v.PROFILE, parent) == "on"  # its request was profiled
         try:
             with tracer.start_as_current_span(
                 v.SPAN_JOB, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-            ):
-                result = super().perform()
+            ) as span:
+                run = ProfileRun(f"job {self.func_name}").start() if profiled else None
+                try:
+                    result = super().perform()
+                finally:
+                    if run is not None:
+                        span.set_attribute(v.PROFILE, run.stop().dumps())
+                        span.set_attribute(v.PROFILED, True)
                 self._mark_outbox_delivered()
                 return result
         finally:

@@ -162,4 +162,4 @@ def _otlp_processor() -> SpanProcessor | None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     # The exporter reads the endpoint, headers, timeout and compression from OTEL_EXPORTER_OTLP_*.
-    return BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter()))
+    return BatchSpanProcessor(RedactingSpanExporter(OTLPSpanExporter(), keep_profiles=False))

@@ -227,30 +227,46 @@ def _is_synthetic(frame: dict[str, Any]) -> bool:
 
 # --- taking one ------------------------------------------------------------------------------
 class ProfileRun:
-    """A profile being taken; :attr:`profile` is set when the ``with`` block ends."""
+    """A profile being taken on this thread: :meth:`start`, then :meth:`stop` for the Profile."""
 
-    profile: Profile | None = None
+    def __init__(self, name: str, *, interval_s: float = PROFILE_INTERVAL_S) -> None:
+        from pyinstrument import Profiler
+
+        self.name = name
+        self.profile: Profile | None = None
+        self._profiler = Profiler(interval=interval_s, async_mode="disabled")
+
+    def start(self) -> ProfileRun:
+        self._profiler.start()
+        return self
+
+    def stop(self) -> Profile:
+        """Stop sampling and keep what was sampled (idempotent)."""
+        if self.profile is None:
+            from pyinstrument.renderers import SpeedscopeRenderer
+
+            session = self._profiler.stop()
+            self.profile = Profile(_speedscope(SpeedscopeRenderer().render(session), self.name))
+        return self.profile
 
 
 @contextmanager
 def profiling(name: str, *, interval_s: float = PROFILE_INTERVAL_S) -> Iterator[ProfileRun]:
-    """Profile the block (this thread only) and keep it as a speedscope :class:`Profile`."""
-    from pyinstrument import Profiler
-    from pyinstrument.renderers import SpeedscopeRenderer
-
-    run = ProfileRun()
-    profiler = Profiler(interval=interval_s, async_mode="disabled")
-    profiler.start()
+    """Profile the block (this thread only); ``run.profile`` is set when it ends."""
+    run = ProfileRun(name, interval_s=interval_s).start()
     try:
         yield run
     finally:
-        session = profiler.stop()
-        document = json.loads(SpeedscopeRenderer().render(session))
-        document["name"] = name
-        document["activeProfileIndex"] = 0
-        # The format has no null: a built-in's frame has no file or line, so it leaves them out.
-        document["shared"]["frames"] = [
-            {key: value for key, value in frame.items() if value is not None}
-            for frame in document["shared"]["frames"]
-        ]
-        run.profile = Profile(document)
+        run.stop()
+
+
+def _speedscope(rendered: str, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(rendered)
+    document["name"] = name
+    document["activeProfileIndex"] = 0
+    # The format has no null: a built-in's frame has no file or line, so it leaves them out.
+    document["shared"]["frames"] = [
+        {key: value for key, value in frame.items() if value is not None}
+        for frame in document["shared"]["frames"]
+    ]
+    return document

@@ -47,10 +47,17 @@ def mask_statement(statement: str) -> str:
     return mask_text(_SQL_NUMBER.sub("?", _SQL_STRING.sub("?", statement)))
 
 
-def redact_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+def redact_attributes(
+    attributes: Mapping[str, Any] | None, *, keep_profiles: bool = True
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (attributes or {}).items():
-        if key in v.DB_STATEMENT_KEYS and isinstance(value, str):
+        if key == v.PROFILE:
+            # Function names and file paths only: kept whole for the trace store, not sent to
+            # an OTLP backend (a speedscope document is no span attribute for a backend).
+            if keep_profiles:
+                out[key] = value
+        elif key in v.DB_STATEMENT_KEYS and isinstance(value, str):
             out[key] = mask_statement(value)
         else:
             out[key] = _mask_value(value)
@@ -65,7 +72,7 @@ def _mask_value(value: Any) -> Any:
     return value
 
 
-def redact_span(span: ReadableSpan) -> ReadableSpan:
+def redact_span(span: ReadableSpan, *, keep_profiles: bool = True) -> ReadableSpan:
     """A copy of ``span`` with its name, attributes, events and status message masked."""
     status = span.status
     if status.description:
@@ -75,7 +82,7 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=redact_attributes(span.attributes),
+        attributes=redact_attributes(span.attributes, keep_profiles=keep_profiles),
         events=[
             Event(event.name, redact_attributes(event.attributes), event.timestamp)
             for event in span.events
@@ -92,11 +99,13 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
 class RedactingSpanExporter(SpanExporter):
     """Wraps an exporter: what it receives has been through :func:`redact_span`."""
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    def __init__(self, exporter: SpanExporter, *, keep_profiles: bool = True) -> None:
         self.exporter = exporter
+        self.keep_profiles = keep_profiles
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.exporter.export([redact_span(span) for span in spans])
+        keep = self.keep_profiles
+        return self.exporter.export([redact_span(span, keep_profiles=keep) for span in spans])
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self.exporter.force_flush(timeout_millis)

@@ -96,6 +96,8 @@ ORM_RELATIONSHIP = "lab.orm.relationship"  # e.g. "Lead.owner", set on lazy-load
 ORM_LOADER = "lab.orm.loader"  # loader strategy of the request: "lazy" | "joined" | "selectin"
 TOGGLE_PREFIX = "lab.toggle."  # + toggle name, boolean
 WORLD_PREFIX = "lab.world."  # + flattened world setting
+PROFILE = "lab.profile"  # a profiled span's speedscope document; the store keeps it apart
+PROFILED = "lab.profiled"  # True on a span whose profile the store holds
 CONFIG_KEY = "lab.config"  # canonical configuration string, e.g. "eager_loading=on,redis_cache=off"
 PROCESS_ROLE = "lab.process.role"  # resource attribute: service | edge | worker | thirdparty | ...
 
