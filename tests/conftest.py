@@ -14,8 +14,9 @@ import redis
 
 from latency_lab.lab.redis_server import RedisServer
 
-# The lab's fixtures (databases, simulator, service and worker processes) for every test folder.
-pytest_plugins = ["tests.lab_fixtures", "pytester"]
+# For every test folder: PostgreSQL databases and schemas, and the lab's fixtures (seeded
+# databases, simulator, service and worker processes).
+pytest_plugins = ["tests.postgres", "tests.lab_fixtures", "pytester"]
 
 
 @pytest.fixture(scope="session")

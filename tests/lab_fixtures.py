@@ -1,6 +1,6 @@
-"""Fixtures for the lead service: seeded databases (SQLite, and PostgreSQL when reachable), the
-third-party simulator as a real process, RQ workers as real processes, and an app per test whose
-spans are captured in memory."""
+"""Fixtures for the lead service: seeded databases (SQLite, and PostgreSQL on ``tests.postgres``'s
+server when one is reachable), the third-party simulator as a real process, RQ workers as real
+processes, and an app per test whose spans are captured in memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import create_engine, text
 
 from latency_lab import telemetry
 from latency_lab.core.settings import Settings
@@ -36,8 +34,8 @@ from latency_lab.lab.redis_server import RedisServer, free_port
 from latency_lab.seed.seeding import seed_database
 from latency_lab.service.app import create_app
 from latency_lab.service.context import EXTENSION_KEY
-from latency_lab.service.db import normalize_url
 from latency_lab.telemetry import vocabulary as v
+from tests.postgres import PostgresServer
 
 SEED_LEADS = 120
 # Tests are about counts, not waiting: a fast world (no injected latency).
@@ -47,7 +45,6 @@ FAST_WORLD = {
     "analytics": {"latency_ms": 1.0, "jitter_ms": 0.0},
     "enrichment": {"latency_ms": 1.0, "jitter_ms": 0.0},
 }
-# Where a PostgreSQL may answer (trust auth on CI machines); LAB_TEST_POSTGRES_URL replaces them.
 # A valid lead for the create tests (owner 2 and tag "enterprise" exist in every seeded data set).
 NEW_LEAD = {
     "company": "Hooli",
@@ -57,10 +54,6 @@ NEW_LEAD = {
     "tags": ["enterprise"],
     "metadata": {"source": "event"},
 }
-POSTGRES_CANDIDATES = (
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-)
 
 
 def process_env(**values: str) -> dict[str, str]:
@@ -131,59 +124,23 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def reachable_postgres() -> tuple[str | None, str]:
-    """The first PostgreSQL that answers (a SQLAlchemy URL), or None and why none did."""
-    override = os.environ.get("LAB_TEST_POSTGRES_URL")
-    errors = []
-    for url in (override,) if override else POSTGRES_CANDIDATES:
-        engine = create_engine(normalize_url(url), connect_args={"connect_timeout": 2})
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return normalize_url(url), ""
-        except Exception as exc:  # any driver error: this candidate is not usable
-            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-        finally:
-            engine.dispose()
-    return None, "; ".join(errors)
-
-
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[tuple[str, str]]:
-    """A seeded PostgreSQL template database for this session: (admin URL, template name)."""
-    admin_url, reason = reachable_postgres()
-    if admin_url is None:
-        pytest.skip(f"PostgreSQL unreachable (set LAB_TEST_POSTGRES_URL): {reason}")
-    name = f"lab_tpl_{uuid.uuid4().hex[:10]}"
-    _postgres_admin(admin_url, f'CREATE DATABASE "{name}"')
+def postgres_template(postgres_server: PostgresServer) -> Iterator[str]:
+    """A seeded PostgreSQL template database for this session (its name)."""
+    name = postgres_server.create_database("tpl")
     seed_database(
-        _database_at(admin_url, name), leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False
+        postgres_server.url(name), leads=SEED_LEADS, users=20, tags=30, seed=7, progress=False
     )
-    yield admin_url, name
-    _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield name
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture
-def postgres_database(postgres_template: tuple[str, str]) -> Iterator[str]:
+def postgres_database(postgres_server: PostgresServer, postgres_template: str) -> Iterator[str]:
     """A fresh copy of the seeded template for one test (CREATE DATABASE ... TEMPLATE)."""
-    admin_url, template = postgres_template
-    name = f"lab_test_{uuid.uuid4().hex[:10]}"
-    _postgres_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield _database_at(admin_url, name)
-    _postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _database_at(admin_url: str, name: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _postgres_admin(admin_url: str, statement: str) -> None:
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(statement))
-    finally:
-        engine.dispose()
+    name = postgres_server.create_database("test", template=postgres_template)
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -12,7 +12,6 @@ long one.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,8 @@ from latency_lab.core.shared_state import SharedState
 from latency_lab.core.world import World
 from latency_lab.lab.redis_server import RedisServer
 from latency_lab.service.openapi import openapi_document
-from tests.lab_fixtures import (
-    FAST_WORLD,
-    Lab,
-    ThirdParty,
-    _database_at,
-    _postgres_admin,
-    make_lab,
-)
+from tests.lab_fixtures import FAST_WORLD, Lab, ThirdParty, make_lab
+from tests.postgres import PostgresServer
 
 SHORT = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
@@ -84,12 +77,12 @@ def fuzz_lab(
         state = SharedState(redis.Redis.from_url(url))
         state.set_world(World.from_json(FAST_WORLD))
         state.close()
-    drop: tuple[str, str] | None = None
+    postgres: PostgresServer | None = None
     if request.param == "postgresql":
-        admin_url, template = request.getfixturevalue("postgres_template")
-        name = f"lab_fuzz_{uuid.uuid4().hex[:10]}"
-        _postgres_admin(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        database_url, drop = _database_at(admin_url, name), (admin_url, name)
+        postgres = request.getfixturevalue("postgres_server")
+        template = request.getfixturevalue("postgres_template")
+        name = postgres.create_database("fuzz", template=template)
+        database_url = postgres.url(name)
     else:
         shutil.copy(sqlite_template, workdir / "lab.db")
         database_url = f"sqlite:///{workdir / 'lab.db'}"
@@ -99,8 +92,8 @@ def fuzz_lab(
     finally:
         lab.close()
         own_redis.stop()
-        if drop is not None:
-            _postgres_admin(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
+        if postgres is not None:
+            postgres.drop_database(name)
 
 
 @schema.parametrize()
