@@ -220,7 +220,7 @@ class TraceStore:
         filters = request_filters(
             since_ns, service=service, route=route, role=role, config=config, front_door=front_door
         )
-        return self._requests(filters, requests_table.c.start_ns.desc(), limit)
+        return self._requests(filters, (requests_table.c.start_ns.desc(),), limit)
 
     def slowest_requests(
         self,
@@ -231,12 +231,17 @@ class TraceStore:
         role: str | None = None,
     ) -> list[dict[str, Any]]:
         filters = request_filters(since_ns, service=service, role=role)
-        return self._requests(filters, requests_table.c.duration_ms.desc(), limit)
+        # Equal durations, oldest first: the same order on SQLite and PostgreSQL, any plan.
+        order = (requests_table.c.duration_ms.desc(), requests_table.c.start_ns)
+        return self._requests(filters, order, limit)
 
     def _requests(
-        self, filters: list[ColumnElement[bool]], order: ColumnElement[Any], limit: int
+        self,
+        filters: list[ColumnElement[bool]],
+        order: Sequence[ColumnElement[Any]],
+        limit: int,
     ) -> list[dict[str, Any]]:
-        query = select(requests_table).where(*filters).order_by(order).limit(limit)
+        query = select(requests_table).where(*filters).order_by(*order).limit(limit)
         with self._read() as connection:
             return [decode_request(row._mapping) for row in connection.execute(query)]
 

@@ -4,30 +4,28 @@ Each request is built the way the lab records it: the edge's server span, its HT
 the service's server span beneath (with the accounting attributes the trace store summarises),
 database spans with their statements and ORM relationships, third-party calls, and for an
 offloaded call the enqueue span with the worker's ``rq.job`` span beneath it. N+1 findings come
-from the real detector. Spans are exported through :meth:`TraceStore.write_spans`, so the rows
-are exactly what the exporter would write.
+from the real detector. Each process is a :class:`tests.telemetry.factories.RecordingProvider`,
+the tests' one span factory. Spans are exported through :meth:`TraceStore.write_spans`, so the
+rows are exactly what the exporter would write.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Span, SpanKind
 
 from latency_lab.core.toggles import Toggles
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.nplusone import Finding, StatementRecord, detect_n_plus_one
 from latency_lab.telemetry.store import TraceStore
+from tests.telemetry.factories import MS, RecordingProvider
 
-MS = 1_000_000
 STATEMENT_MS = 2.5
 LEADS_PAGE = "SELECT leads.id, leads.company FROM leads ORDER BY leads.id LIMIT 10 OFFSET 0"
 LAZY = {
@@ -42,28 +40,13 @@ EAGER = (
 )
 
 
-@dataclass
-class Process:
-    """One lab process: a tracer provider named like it, keeping its spans in memory."""
-
-    service: str
-    role: str
-    exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-
-    def __post_init__(self) -> None:
-        resource = Resource.create({"service.name": self.service, v.PROCESS_ROLE: self.role})
-        self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tracer = self.provider.get_tracer("tests.dashboard")
-
-
 class LabTraces:
     """Builds lab-shaped traces, clocked explicitly, and writes them to a store."""
 
     def __init__(self) -> None:
-        self.edge = Process("latency-lab-edge", "edge")
-        self.service = Process("latency-lab-service", "service")
-        self.worker = Process("latency-lab-worker", "worker")
+        self.edge = RecordingProvider("latency-lab-edge", "edge")
+        self.service = RecordingProvider("latency-lab-service", "service")
+        self.worker = RecordingProvider("latency-lab-worker", "worker")
 
     # --- requests ------------------------------------------------------------------------------
     def list_request(self, start_ns: int, toggles: Toggles, *, leads: int = 10) -> str:
@@ -218,7 +201,7 @@ class LabTraces:
         start_ns: int,
         provider: v.Provider,
         duration_ms: float,
-        process: Process | None = None,
+        process: RecordingProvider | None = None,
     ) -> None:
         span = (process or self.service).tracer.start_span(
             v.third_party_span_name(provider),
@@ -266,8 +249,7 @@ class LabTraces:
     def spans(self) -> list[ReadableSpan]:
         out: list[ReadableSpan] = []
         for process in (self.edge, self.service, self.worker):
-            out.extend(process.exporter.get_finished_spans())
-            process.exporter.clear()
+            out.extend(process.take())
         return out
 
     def write(self, store: TraceStore) -> None:

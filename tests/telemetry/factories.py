@@ -1,4 +1,9 @@
-"""Real SDK spans for the store tests: request traces with the lab's accounting attributes."""
+"""Real SDK spans for the tests: the one span factory.
+
+:class:`RecordingProvider` is an SDK provider named like a lab process that keeps its finished
+spans in memory; :func:`request_trace` builds a request with the lab's accounting attributes.
+The dashboard's lab-shaped traces (``tests.dashboard.factories``) are built on the same provider.
+"""
 
 from __future__ import annotations
 
