@@ -1,8 +1,9 @@
 """The ``latency-lab`` click group, with every command gathered from its module.
 
-``lab_commands`` (up, status), ``data_commands`` (seed, outbox), ``load_commands`` (load, bench)
-and ``state_commands`` (toggles, world). :func:`latency_lab.cli.main.main` imports this module
-only when it runs, so a missing lab stack is one line, not a traceback.
+``lab_commands`` (up, status), ``data_commands`` (seed, outbox), ``load_commands`` (load,
+bench), ``state_commands`` (toggles, world) and ``profile_commands`` (profile).
+:func:`latency_lab.cli.main.main` imports this module only when it runs, so a missing lab stack
+is one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import click
 from latency_lab.cli.data_commands import outbox, seed
 from latency_lab.cli.lab_commands import status, up
 from latency_lab.cli.load_commands import bench, load
+from latency_lab.cli.profile_commands import profile
 from latency_lab.cli.state_commands import toggles, world
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -19,7 +21,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 @click.group(
     context_settings=CONTEXT_SETTINGS,
-    commands=[up, status, seed, toggles, world, load, bench, outbox],
+    commands=[up, status, seed, toggles, world, load, bench, outbox, profile],
 )
 def cli() -> None:
     """Latency Lab: an API taken from 500 ms to 50 ms, one switchable optimization at a time.

@@ -39,6 +39,7 @@ from latency_lab.telemetry.store.schema import (
     metadata,
     normalize_url,
     process_stats_table,
+    profiles_table,
     requests_table,
     spans_table,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "metadata",
     "normalize_url",
     "process_stats_table",
+    "profiles_table",
     "request_row",
     "requests_table",
     "span_row",

@@ -21,8 +21,9 @@ from latency_lab.telemetry.store.schema import EDGE_ROLE, LAYERS
 
 
 def span_row(span: ReadableSpan) -> dict[str, Any]:
-    """The ``spans`` row of one finished span."""
+    """The ``spans`` row of one finished span (a profile it carries goes to :func:`profile_row`)."""
     attributes = dict(span.attributes or {})
+    attributes.pop(v.PROFILE, None)
     resource = span.resource.attributes
     start_ns = span.start_time or 0
     end_ns = span.end_time or start_ns
@@ -112,3 +113,18 @@ def _int(value: Any) -> int:
 
 def _float(value: Any) -> float:
     return float(value) if value is not None else 0.0
+
+
+def profile_row(span: ReadableSpan, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``profiles`` row of a profiled span (``lab.profile``), or ``None``."""
+    document = (span.attributes or {}).get(v.PROFILE)
+    if not isinstance(document, str):
+        return None
+    return {
+        "trace_id": row["trace_id"],
+        "span_id": row["span_id"],
+        "service": row["service"],
+        "name": row["name"],
+        "start_ns": row["start_ns"],
+        "document": document,
+    }

@@ -113,6 +113,20 @@ requests_table = Table(
     Index("ix_requests_front_door_start", "front_door", "start_ns"),
 )
 
+profiles_table = Table(
+    "profiles",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("service", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("document", Text, nullable=False),  # speedscope JSON (telemetry.profiles)
+    Index("ix_profiles_trace_id", "trace_id"),
+    Index("ix_profiles_start_ns", "start_ns"),
+)
+
 process_stats_table = Table(
     "process_stats",
     metadata,

@@ -35,11 +35,12 @@ from latency_lab.telemetry.store.queries import (
     request_filters,
     upsert_process_stats,
 )
-from latency_lab.telemetry.store.rows import request_row, span_row
+from latency_lab.telemetry.store.rows import profile_row, request_row, span_row
 from latency_lab.telemetry.store.schema import (
     create_store_engine,
     create_tables,
     process_stats_table,
+    profiles_table,
     requests_table,
     spans_table,
     untraced,
@@ -93,19 +94,24 @@ class TraceStore:
     # --- writes ----------------------------------------------------------------------------
     def write_spans(self, spans: Sequence[ReadableSpan]) -> None:
         """Insert spans and their request summaries in one transaction."""
-        span_rows, request_rows = [], []
+        span_rows, request_rows, profile_rows = [], [], []
         for span in spans:
             row = span_row(span)
             span_rows.append(row)
             summary = request_row(span, row)
             if summary is not None:
                 request_rows.append(summary)
+            profiled = profile_row(span, row)
+            if profiled is not None:
+                profile_rows.append(profiled)
         if not span_rows:
             return
         with self._write() as connection:
             connection.execute(insert(spans_table), span_rows)
             if request_rows:
                 connection.execute(insert(requests_table), request_rows)
+            if profile_rows:
+                connection.execute(insert(profiles_table), profile_rows)
 
     def insert_rows(
         self, *, spans: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]]
@@ -148,6 +154,7 @@ class TraceStore:
             return 0
         deleted = self._delete_older(spans_table, cutoff)
         self._delete_older(requests_table, cutoff)
+        self._delete_older(profiles_table, cutoff)
         return deleted
 
     def _retention_cutoff(self, max_age_s: float | None, max_spans: int | None) -> int | None:
@@ -298,6 +305,14 @@ class TraceStore:
         ]
 
     # --- reads: spans ----------------------------------------------------------------------
+    def trace_profiles(self, trace_id: str) -> list[dict[str, Any]]:
+        """The profiles of one trace's spans, the front door's request first, then its jobs:
+        ``trace_id``, ``span_id``, ``service``, ``name``, ``start_ns``, ``document``."""
+        p = profiles_table.c
+        query = select(profiles_table).where(p.trace_id == trace_id).order_by(p.start_ns)
+        with self._read() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
     def trace_spans(self, trace_id: str) -> list[dict[str, Any]]:
         """Every span of one trace, in start order, ``attributes`` decoded."""
         query = (

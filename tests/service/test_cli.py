@@ -61,6 +61,7 @@ def test_help_lists_the_commands() -> None:
         "load",
         "bench",
         "outbox",
+        "profile",
     }
     for command in cli.commands:
         assert command in result.output
@@ -74,6 +75,7 @@ def test_help_lists_the_commands() -> None:
         ("toggles", "latency-lab toggles eager_loading=on redis_cache=on async_offload=on"),
         ("world", "latency-lab world db_round_trip_ms=0.5 analytics.latency_ms=50"),
         ("outbox", "latency-lab outbox --failed"),
+        ("profile", "latency-lab profile --url '/api/leads?limit=100' --toggles"),
     ],
 )
 def test_each_command_explains_itself_with_examples(command: str, example: str) -> None:
