@@ -148,7 +148,9 @@ class LabTraces:
             context=trace.set_span_in_context(client),
             kind=SpanKind.SERVER,
             start_time=start_ns + MS,
-            attributes=_http(method, route, path, 200) | _configuration(toggles),
+            attributes=_http(method, route, path, 200)
+            | _configuration(toggles)
+            | {v.REQ_FRONT_DOOR: False},  # it came through the edge (Via)
         )
         return (edge, client), service
 

@@ -207,7 +207,7 @@ def test_waterfall_groups_repeated_statements_and_flags_n_plus_one() -> None:
     assert normalize_statement(LAZY["Lead.owner"]) in shapes
 
 
-def test_merge_summaries_prefers_the_edge_and_falls_back_to_the_service() -> None:
+def test_summary_frame_says_where_each_configuration_was_measured() -> None:
     def row(config: str, p50: float, statements: float, **extra: Any) -> dict[str, Any]:
         return {
             "config": config,
@@ -228,24 +228,30 @@ def test_merge_summaries_prefers_the_edge_and_falls_back_to_the_service() -> Non
             "hit_rate_redis": None,
             "hit_rate_app": None,
             "n_plus_one_requests": 0,
+            "at_edge": 0,
             **extra,
         }
 
-    # The edge saw a=on: nine hits and one miss that cost 3 statements; the service saw the
-    # miss, plus b=on sent straight to it, plus the simulator's requests (no configuration).
-    edge = [row("a=on", 5.0, 0.3, hit_rate_edge=0.9, hit_rate_redis=0.5)]
-    service = [row("a=on", 40.0, 3.0), row("b=on", 50.0, 301.0), row("", 1.0, 0.0)]
+    # The store's front-door rows: a=on went through the edge (nine hits, one miss that cost 3
+    # statements); b=on was sent straight to the service; the simulator's requests have no
+    # configuration. (Which row of a request is its front door is the store's: test_store_reads.)
+    front = [
+        row("a=on", 5.0, 0.3, hit_rate_edge=0.9, hit_rate_redis=0.5, at_edge=10),
+        row("b=on", 50.0, 301.0),
+        row("", 1.0, 0.0),
+    ]
 
-    merged = data.merge_summaries(edge, service).set_index("config")
+    summary = data.summary_frame(front).set_index("config")
 
-    assert merged.loc["a=on", "measured_at"] == "edge"
-    assert merged.loc[
+    assert summary.loc["a=on", "measured_at"] == "edge"
+    assert summary.loc[
         "a=on", ["p50_ms", "statements", "hit_rate_edge", "hit_rate_redis"]
     ].tolist() == [5.0, 0.3, 0.9, 0.5]
-    assert merged.loc["b=on", "measured_at"] == "service"
-    assert merged.loc["b=on", ["p50_ms", "statements"]].tolist() == [50.0, 301.0]
-    assert merged.loc["b=on", "requests_per_s"] == 2.0  # 10 requests over 5 s
-    assert "" not in merged.index
+    assert summary.loc["b=on", "measured_at"] == "service"
+    assert summary.loc["b=on", ["p50_ms", "statements"]].tolist() == [50.0, 301.0]
+    assert summary.loc["b=on", "requests_per_s"] == 2.0  # 10 requests over 5 s
+    assert "" not in summary.index
+    assert list(data.summary_frame([]).columns) == data.SUMMARY_COLUMNS
 
 
 def test_buckets_keep_charts_to_a_few_hundred_points() -> None:
@@ -258,8 +264,8 @@ def test_buckets_keep_charts_to_a_few_hundred_points() -> None:
     )
 
 
-def test_buckets_fall_back_to_the_service_per_configuration_not_per_bucket() -> None:
-    def bucket(start: int, config: str, statements: float) -> dict[str, Any]:
+def test_bucket_frame_keeps_one_point_per_bucket_and_configuration() -> None:
+    def bucket(start: int, config: str, statements: float, at_edge: int) -> dict[str, Any]:
         return {
             "bucket_start_ns": start * 10**9,
             "config": config,
@@ -274,18 +280,19 @@ def test_buckets_fall_back_to_the_service_per_configuration_not_per_bucket() -> 
             "hit_rate_edge": None,
             "hit_rate_redis": None,
             "hit_rate_app": None,
+            "at_edge": at_edge,
         }
 
-    # a=on went through the edge (its first bucket at the service held only admin calls);
-    # b=on was sent straight to the service.
-    edge = [bucket(10, "a=on", 301.0)]
-    service = [bucket(5, "a=on", 0.0), bucket(10, "a=on", 301.0), bucket(20, "b=on", 1.0)]
+    # Front doors only: a=on went through the edge, b=on straight to the service. The service's
+    # rows of a=on's requests are not front doors, so they are not buckets of their own.
+    front = [bucket(20, "b=on", 1.0, 0), bucket(10, "a=on", 301.0, 5), bucket(25, "", 0.0, 5)]
 
-    merged = data.merge_buckets(edge, service, bucket_s=5)
+    series = data.bucket_frame(front, bucket_s=5)
 
     assert list(
         zip(
-            merged["config"], merged["bucket_start_ns"] // 10**9, merged["measured_at"], strict=True
+            series["config"], series["bucket_start_ns"] // 10**9, series["measured_at"], strict=True
         )
     ) == [("a=on", 10, "edge"), ("b=on", 20, "service")]
-    assert merged["requests_per_s"].tolist() == [1.0, 1.0]
+    assert series["requests_per_s"].tolist() == [1.0, 1.0]
+    assert list(data.bucket_frame([], bucket_s=5).columns) == data.BUCKET_COLUMNS

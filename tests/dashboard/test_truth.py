@@ -45,13 +45,12 @@ import httpx
 import pandas as pd
 import pytest
 import redis
-from sqlalchemy import select
 
 from latency_lab.core.toggles import Toggles
 from latency_lab.dashboard import configs, panels, tour
 from latency_lab.dashboard.views.compare import TABLE_COLUMNS
 from latency_lab.telemetry.percentiles import nearest_rank
-from latency_lab.telemetry.store import TraceStore, requests_table
+from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import latency_lab_up
 
 pytestmark = pytest.mark.browser
@@ -338,10 +337,8 @@ class Lab:
         return answer
 
     def rows(self, role: str) -> dict[str, dict[str, Any]]:
-        r = requests_table.c
-        with self.store.engine.connect() as connection:
-            found = connection.execute(select(requests_table).where(r.role == role)).mappings()
-            return {row["trace_id"]: dict(row) for row in found}
+        found = self.store.recent_requests(limit=1_000_000, role=role)
+        return {row["trace_id"]: row for row in found}
 
     def wait_for_rows(self, exchanges: Sequence[Exchange]) -> None:
         """Until every request's summary rows are in the store (edge, and service if reached)."""
