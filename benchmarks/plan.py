@@ -78,6 +78,7 @@ class BenchPlan:
     ingest_spans_per_writer: int
     store_requests: int
     store_spans_per_request: int
+    profiled_requests: int  # per configuration: where the application time goes
 
     @classmethod
     def full(cls) -> BenchPlan:
@@ -94,6 +95,7 @@ class BenchPlan:
             ingest_spans_per_writer=20_000,
             store_requests=100_000,
             store_spans_per_request=10,
+            profiled_requests=10,
         )
 
     @classmethod
@@ -111,4 +113,5 @@ class BenchPlan:
             ingest_spans_per_writer=1_000,
             store_requests=2_000,
             store_spans_per_request=10,
+            profiled_requests=2,
         )

@@ -18,6 +18,7 @@ from latency_lab.benchmarks.plan import (
     BenchPlan,
 )
 from latency_lab.benchmarks.requests import Target
+from latency_lab.telemetry.profiles import CodeGroup
 
 
 def build_report(
@@ -208,6 +209,28 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+PROFILE_GROUPS = tuple(group.value for group in CodeGroup)
+
+
+def _profile_table(configurations: list[dict[str, Any]]) -> str:
+    """One row per configuration: profiled ms, then ms (share) per code group."""
+    rows = []
+    for c in configurations:
+        profile = c.get("profile") or {}
+        if not profile:
+            continue
+        cells = [
+            f"{profile['ms'][g]} ({profile['share'][g]:.0%})"
+            if profile["share"].get(g) is not None
+            else "-"
+            for g in PROFILE_GROUPS
+        ]
+        rows.append([c["name"], profile["profiles"], profile["duration_ms"], *cells])
+    if not rows:
+        return "(not profiled)"
+    return _table(["configuration", "profiles", "profiled ms", *PROFILE_GROUPS], rows)
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     parts = [
@@ -263,6 +286,10 @@ def markdown(report: dict[str, Any]) -> str:
                 for t in report["targets"]
             ],
         ),
+        "## Where the service's time goes (profiles of GET /api/leads?limit=100)",
+        "Self time per group of code, mean of the profiled requests of each configuration "
+        "(`latency-lab profile --url '/api/leads?limit=100' --toggles ...` shows one).",
+        _profile_table(report["configurations"]),
         "## Statements and latency against list size",
         _table(
             ["N", "loader", "statements", "p50 ms"],

@@ -3,14 +3,20 @@ list-size sweep for lazy, joined and selectin loading."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from latency_lab.benchmarks.plan import BenchPlan, Configuration
-from latency_lab.core.toggles import Toggles
+from latency_lab.core.access import ADMIN_TOKEN_HEADER
+from latency_lab.core.toggles import PROFILE_HEADER, TOGGLE_HEADER, Toggles
 from latency_lab.lab.loadgen import DEFAULT_MIX, Endpoint, LoadGenerator, LoadSpec
 from latency_lab.service.lead_loader import LoaderStrategy
+from latency_lab.telemetry.profiles import CodeGroup, Profile
+from latency_lab.telemetry.store import TraceStore
 
 LEADS_PATH_LIMIT = 100
 Tick = Callable[[str], None]
@@ -24,6 +30,7 @@ class Target:
     service_url: str
     max_lead_id: int
     admin_token: str | None = None
+    store_url: str | None = None  # where the profiles are read back (None: not profiled)
 
 
 def _spec(
@@ -78,13 +85,69 @@ def run_configuration(
     mix = run(DEFAULT_MIX, plan.mix_requests, plan.concurrency)
     tick(f"{config.name}: /api/leads")
     leads = run(leads_only, plan.leads_requests, 1)
+    tick(f"{config.name}: profiles")
     return {
         "name": config.name,
         "config": config.header,
         "toggles": config.toggles.model_dump(),
         "mix": mix,
         "leads": leads,
+        "profile": profile_breakdown(config, target, plan.profiled_requests),
     }
+
+
+def profile_breakdown(config: Configuration, target: Target, requests: int) -> dict[str, Any]:
+    """Where ``GET /api/leads?limit=100``'s time goes in the service, from ``requests`` profiled
+    requests straight at the service: mean milliseconds and share of the request per code group
+    (SQLAlchemy, the driver, JSON serialization, Flask/Werkzeug, OpenTelemetry, the lab, other).
+    """
+    if target.store_url is None or requests <= 0:
+        return {}
+    headers = {TOGGLE_HEADER: config.header, PROFILE_HEADER: "on"}
+    if target.admin_token:
+        headers[ADMIN_TOKEN_HEADER] = target.admin_token
+    url = f"{target.service_url}/api/leads?limit={LEADS_PATH_LIMIT}"
+    with httpx.Client(headers=headers, timeout=60) as client:
+        ids = [_trace_id(client.get(url)) for _ in range(requests)]
+    profiles = _read_profiles(target.store_url, ids)
+    if not profiles:
+        return {}
+    count = len(profiles)
+    totals = {group.value: 0.0 for group in CodeGroup}
+    duration = 0.0
+    for profile in profiles:
+        duration += profile.duration_ms
+        for group, ms in profile.by_group().items():
+            totals[group.value] += ms
+    mean_ms = duration / count
+    return {
+        "profiles": count,
+        "duration_ms": round(mean_ms, 2),
+        "ms": {group: round(ms / count, 2) for group, ms in totals.items()},
+        "share": {g: round(ms / duration, 3) if duration else None for g, ms in totals.items()},
+    }
+
+
+def _trace_id(response: httpx.Response) -> str:
+    response.raise_for_status()
+    return response.headers["traceresponse"].split("-")[1]
+
+
+def _read_profiles(store_url: str, trace_ids: list[str]) -> list[Profile]:
+    """The request profiles of ``trace_ids`` (spans reach the store within a second or two)."""
+    store = TraceStore(store_url)
+    try:
+        deadline = time.monotonic() + 15
+        found: dict[str, Profile] = {}
+        while len(found) < len(trace_ids) and time.monotonic() < deadline:
+            for trace_id in trace_ids:
+                rows = [] if trace_id in found else store.trace_profiles(trace_id)
+                if rows:
+                    found[trace_id] = Profile.loads(str(rows[0]["document"]))
+            time.sleep(0.2)
+        return list(found.values())
+    finally:
+        store.close()
 
 
 def run_sweep(target: Target, plan: BenchPlan, tick: Tick) -> list[dict[str, Any]]:

@@ -123,7 +123,13 @@ def _target(edge_url: str, service_url: str, settings: Settings) -> Target:
     response = httpx.get(f"{service_url}/api/leads?limit=1", timeout=30)
     response.raise_for_status()
     max_lead_id = max(1, int(response.json()["total"]))
-    return Target(edge_url, service_url, max_lead_id, settings.admin_token)
+    return Target(
+        edge_url,
+        service_url,
+        max_lead_id,
+        settings.admin_token,
+        store_url=settings.resolved_trace_store_url,
+    )
 
 
 def _overhead(settings: Settings, lab: LabHandle, plan: BenchPlan, say: Say) -> dict[str, Any]:

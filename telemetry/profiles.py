@@ -40,6 +40,7 @@ class CodeGroup(StrEnum):
     FRAMEWORK = "Flask/Werkzeug"
     SERIALIZATION = "JSON"
     TELEMETRY = "OpenTelemetry"
+    WAITING = "waiting (network, sleep)"
     OTHER = "other"
 
 
@@ -59,9 +60,21 @@ _GROUP_MARKERS: tuple[tuple[str, CodeGroup], ...] = (
 _LAB_FOLDERS = ("service", "core", "edge", "simulator", "worker", "seed", "lab")
 
 
-def group_of(file: str | None) -> CodeGroup:
-    """The group of a frame's file (``None`` or a built-in: other)."""
-    if not file:
+# Built-in functions (no file of their own): where a request waits, and the sqlite3 driver's C.
+_WAITING_BUILTINS = frozenset(
+    {"sleep", "select", "poll", "socket.recv", "socket.recv_into", "socket.sendall",
+     "socket.connect", "lock.acquire", "wait"}
+)  # fmt: skip
+_DRIVER_BUILTINS = ("Cursor.", "Connection.")
+
+
+def group_of(file: str | None, name: str | None = None) -> CodeGroup:
+    """The group of a frame, from its file (and, for a built-in, its name)."""
+    if not file or file == "<built-in>":
+        if name in _WAITING_BUILTINS:
+            return CodeGroup.WAITING
+        if name and name.startswith(_DRIVER_BUILTINS):
+            return CodeGroup.DRIVER
         return CodeGroup.OTHER
     path = file.replace("\\", "/")
     for marker, group in _GROUP_MARKERS:
@@ -154,7 +167,7 @@ class Profile:
                 name=str(frame.get("name") or "?"),
                 file=str(frame.get("file") or ""),
                 line=frame.get("line"),
-                group=group_of(frame.get("file")),
+                group=group_of(frame.get("file"), frame.get("name")),
                 self_ms=seconds * 1000,
             )
             for frame, seconds in zip(self._frames, selves, strict=True)
@@ -196,7 +209,7 @@ class Profile:
                     "parent": parent_id,
                     "label": str(frame.get("name") or "?"),
                     "total_ms": node.total_s * 1000,
-                    "group": group_of(frame.get("file")).value,
+                    "group": group_of(frame.get("file"), frame.get("name")).value,
                     "file": str(frame.get("file") or ""),
                 }
             )
@@ -246,7 +259,9 @@ class ProfileRun:
             from pyinstrument.renderers import SpeedscopeRenderer
 
             session = self._profiler.stop()
-            self.profile = Profile(_speedscope(SpeedscopeRenderer().render(session), self.name))
+            # show_all: keep every frame, so self time is not folded into callers.
+            rendered = SpeedscopeRenderer(show_all=True).render(session)
+            self.profile = Profile(_speedscope(rendered, self.name))
         return self.profile
 
 

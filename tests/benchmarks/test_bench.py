@@ -124,3 +124,18 @@ def test_sigterm_stops_the_lab_the_bench_started(tmp_path: Path) -> None:
     _, alive = psutil.wait_procs(family, timeout=20)
 
     assert alive == [], f"left running: {[p.pid for p in alive]}"
+
+
+def test_each_configuration_says_where_its_time_goes_from_profiles(
+    quick_report: tuple[dict[str, Any], Path],
+) -> None:
+    report, directory = quick_report
+    profiles = {c["name"]: c["profile"] for c in report["configurations"]}
+
+    for name, profile in profiles.items():
+        assert profile["profiles"] == report["plan"]["profiled_requests"], name
+        assert sum(profile["ms"].values()) <= profile["duration_ms"] * 1.01
+    # The N+1 is ORM work; served from L1 the ORM has nothing to do.
+    assert profiles["all off"]["ms"]["SQLAlchemy"] > 0
+    assert profiles["all on"]["ms"]["SQLAlchemy"] == 0
+    assert "Where the service's time goes" in (directory / "report.md").read_text()

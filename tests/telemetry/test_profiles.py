@@ -79,6 +79,15 @@ def test_groups(file: str | None, group: CodeGroup) -> None:
     assert group_of(file) is group
 
 
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [("sleep", CodeGroup.WAITING), ("socket.recv_into", CodeGroup.WAITING),
+     ("Cursor.execute", CodeGroup.DRIVER), ("list.append", CodeGroup.OTHER)],
+)  # fmt: skip
+def test_built_ins_are_grouped_by_name(name: str, group: CodeGroup) -> None:
+    assert group_of("<built-in>", name) is group
+
+
 @pytest.mark.parametrize("text_", ["", "{", "[]", '{"profiles": []}'])
 def test_what_is_not_a_profile_is_refused_clearly(text_: str) -> None:
     with pytest.raises(ValueError, match="not a speedscope profile"):
