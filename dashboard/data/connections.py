@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import redis
 import streamlit as st
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from latency_lab.core.access import ADMIN_TOKEN_HEADER
+from latency_lab.core.admin_client import AdminClient
 from latency_lab.core.settings import Settings
 from latency_lab.dashboard.data.errors import RedisUnavailable, SettingsError, StoreUnavailable
 from latency_lab.dashboard.load_runner import LoadRunner
@@ -50,10 +49,13 @@ def store() -> TraceStore:
 
 
 @st.cache_resource(show_spinner=False)
-def admin_client() -> httpx.Client:
-    lab = settings()
-    headers = {ADMIN_TOKEN_HEADER: lab.admin_token} if lab.admin_token else {}
-    return httpx.Client(base_url=lab.resolved_service_url, headers=headers, timeout=ADMIN_TIMEOUT_S)
+def admin_client() -> AdminClient:
+    """The lab's one admin API client (the CLI's too), with the dashboard's short timeout."""
+    return AdminClient.from_settings(
+        settings(),
+        timeout_s=ADMIN_TIMEOUT_S,
+        url_hint="LAB_SERVICE_URL in the dashboard's environment",
+    )
 
 
 @st.cache_resource(show_spinner=False)
