@@ -46,7 +46,7 @@ def test_python_312_slim_installed_with_pip_and_run_as_a_user() -> None:
     users = [arguments for keyword, arguments in steps if keyword == "USER"]
 
     assert froms == ["python:3.12-slim"]
-    assert ("RUN", "pip install .") in steps
+    assert ("RUN", "pip install '.[lab]'") in steps  # the lab's stack is the `lab` extra
     assert users and users[-1] not in ("root", "0"), "the lab must not run as root"
     user_step = steps.index(("USER", users[-1]))
     assert any(k == "RUN" and "useradd" in a and users[-1] in a for k, a in steps[:user_step])
@@ -77,9 +77,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     context_dir = tmp_path_factory.mktemp("context")
     for relative in build_context():
         source = CHECKOUT / relative
-        if source.is_file():
-            (context_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, context_dir / relative)
+        target = context_dir / relative
+        if source.is_symlink():  # latency_lab/<program> -> ../<program>, as COPY keeps it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
         [
@@ -107,18 +111,20 @@ def test_the_image_installs_every_command_of_the_stack(wheel: zipfile.ZipFile) -
     names = set(wheel.namelist())
 
     for module in (
-        "service/app.py",
-        "service/thirdparty.py",
-        "service/edge.py",
-        "service/worker.py",
-        "service/cli.py",
-        "seed/seeding.py",
-        "dashboard/app.py",
-        "telemetry/store.py",
+        "latency_lab/service/app.py",
+        "latency_lab/simulator/app.py",
+        "latency_lab/edge/app.py",
+        "latency_lab/worker/process.py",
+        "latency_lab/worker/relay.py",
+        "latency_lab/cli/main.py",
+        "latency_lab/seed/seeding.py",
+        "latency_lab/dashboard/app.py",
+        "latency_lab/telemetry/store/__init__.py",
     ):
         assert module in names, f"{module} missing from the image's installation"
-    assert any(n.startswith("service/static/") for n in names)
-    assert any(n.startswith("service/templates/") for n in names)
+    assert any(n.startswith("latency_lab/service/static/") for n in names)
+    assert any(n.startswith("latency_lab/service/templates/") for n in names)
+    assert not any(n.startswith(("service/", "telemetry/")) for n in names)  # one import name
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "latency-lab = latency_lab.cli.main:main" in wheel.read(entry_points).decode()
 
