@@ -1,10 +1,11 @@
 """Configuration strings as people read them: short labels, the baseline, and toggle flips.
 
 Every request summary carries its canonical configuration string
-(``eager_loading=on,redis_cache=off,...``, see :meth:`latency_lab.core.toggles.Toggles.label`). The
-dashboard groups by it, labels it briefly (``all off``, ``eager + offload``) and
-finds the moments it changed: a *flip* is a change of configuration between consecutive time
-buckets, labelled with the switches that moved (``+eager``, ``-L1``).
+(``eager_loading=on,redis_cache=off,...``, see
+:meth:`latency_lab.core.toggles.Toggles.label`). The dashboard groups by it, labels it briefly
+(``all off``, ``eager + offload``) and finds the moments it changed: a *flip* is a change of
+configuration between consecutive time buckets, labelled with the switches that moved
+(``+eager``, ``-L1``).
 
 Everything here is a pure function of strings and data frames, so pages and figures can share it
 and tests can check it without Streamlit.
@@ -54,6 +55,13 @@ def short_label(config: str) -> str:
 def cumulative(step: int) -> Toggles:
     """The configuration after the first ``step`` optimizations of the article, in its order."""
     return Toggles(**{toggle.value: True for toggle in ARTICLE_ORDER[:step]})
+
+
+def choices(current: str) -> list[str]:
+    """``current`` first, then the article's steps (all off, + eager, ... all on), once each:
+    the configurations one may ask a request to run in."""
+    steps = [cumulative(step).label() for step in range(len(ARTICLE_ORDER) + 1)]
+    return list(dict.fromkeys([current, *steps] if parse(current) else steps))
 
 
 def changes(before: str, after: str) -> str:

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from latency_lab.core.toggles import Toggle
 from latency_lab.dashboard import configs
 from latency_lab.dashboard.traces import BACKGROUND, KIND_ORDER
+from latency_lab.telemetry.profiles import CodeGroup
 
 KIND_COLORS = {
     "database": "#4C78A8",
@@ -392,6 +393,61 @@ def _waterfall_axes(figure: go.Figure, segments: pd.DataFrame) -> None:
         tickfont={"family": "monospace", "size": 11},
     )
     figure.update_xaxes(title=None, rangemode="tozero", ticksuffix=" ms")
+
+
+# --- profiles ------------------------------------------------------------------------------------
+CODE_GROUP_COLORS = {
+    CodeGroup.ORM.value: "#4C78A8",
+    CodeGroup.DRIVER.value: "#9ECAE9",
+    CodeGroup.SERIALIZATION.value: "#F58518",
+    CodeGroup.FRAMEWORK.value: "#72B7B2",
+    CodeGroup.TELEMETRY.value: "#B279A2",
+    CodeGroup.LAB.value: "#54A24B",
+    CodeGroup.WAITING.value: "#D8D8D8",
+    CodeGroup.OTHER.value: "#9D9D9D",
+}
+
+
+def profile_icicle(rows: pd.DataFrame) -> go.Figure:
+    """A request's call tree (``id``, ``parent``, ``label``, ``total_ms``, ``group``): callers
+    above their callees, widths in milliseconds, coloured by the package the code is in."""
+    if rows.empty:
+        return empty("This profile has no samples")
+    colors = [CODE_GROUP_COLORS.get(str(group), "#9D9D9D") for group in rows["group"]]
+    figure = go.Figure(
+        go.Icicle(
+            ids=rows["id"],
+            parents=rows["parent"],
+            labels=rows["label"],
+            values=rows["total_ms"],
+            branchvalues="total",
+            marker={"colors": colors},
+            customdata=rows[["group", "file"]],
+            hovertemplate="<b>%{label}</b><br>%{value:.2f} ms · %{customdata[0]}"
+            "<br>%{customdata[1]}<extra></extra>",
+            tiling={"orientation": "v"},
+            maxdepth=12,
+        )
+    )
+    return figure.update_layout(height=520, margin={"t": 10, "l": 0, "r": 0, "b": 0})
+
+
+def profile_groups(groups: pd.DataFrame) -> go.Figure:
+    """Self time per package group (``group``, ``self_ms``), one horizontal bar each."""
+    if groups.empty:
+        return empty("This profile has no samples")
+    ordered = groups.sort_values("self_ms")
+    figure = go.Figure(
+        go.Bar(
+            y=ordered["group"],
+            x=ordered["self_ms"],
+            orientation="h",
+            marker={"color": [CODE_GROUP_COLORS.get(g, "#9D9D9D") for g in ordered["group"]]},
+            hovertemplate="%{y}: %{x:.1f} ms<extra></extra>",
+        )
+    )
+    figure.update_xaxes(title=None, ticksuffix=" ms")
+    return figure.update_layout(height=60 + 28 * len(ordered), **_LAYOUT)
 
 
 # --- jobs ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ pages show how to get traffic.
 * :mod:`.summaries`: per-configuration figures at the front door, time series, route costs, the
   headline (the store's aggregates, ``st.cache_data`` with a short TTL);
 * :mod:`.explorer`: request lists, one trace in detail, time by span kind;
+* :mod:`.profiles`: a trace's profiles, and profiling the next request of a kind;
 * :mod:`.admin`: toggles and world through the admin API;
 * :mod:`.load`: the load run; :mod:`.jobs`: the RQ queue; :mod:`.source`: the tour's code;
   :mod:`.impact`: the article's impact table; :mod:`.errors`: what can go wrong, in words.
@@ -48,6 +49,13 @@ from latency_lab.dashboard.data.explorer import (
 from latency_lab.dashboard.data.impact import impact_table
 from latency_lab.dashboard.data.jobs import JobsSnapshot, jobs_snapshot, queue_depth
 from latency_lab.dashboard.data.load import load_status, start_load, stop_load
+from latency_lab.dashboard.data.profiles import (
+    ProfiledKind,
+    ProfileView,
+    profile_request,
+    request_of,
+    trace_profiles,
+)
 from latency_lab.dashboard.data.source import source_of
 from latency_lab.dashboard.data.summaries import (
     BUCKET_COLUMNS,
@@ -84,6 +92,8 @@ __all__ = [
     "InvalidChange",
     "JobsSnapshot",
     "LoadProblem",
+    "ProfileView",
+    "ProfiledKind",
     "RedisUnavailable",
     "ServiceUnavailable",
     "SettingsError",
@@ -102,12 +112,14 @@ __all__ = [
     "kind_breakdown",
     "load_runner",
     "load_status",
+    "profile_request",
     "queue_depth",
     "reading_store",
     "redis_client",
     "redis_url",
     "request_frame",
     "request_list",
+    "request_of",
     "route_costs",
     "set_toggles",
     "set_world",
@@ -122,5 +134,6 @@ __all__ = [
     "time_series",
     "toggles",
     "trace_detail",
+    "trace_profiles",
     "world",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from latency_lab.dashboard import data, figures, panels
+from latency_lab.dashboard import configs, data, figures, panels
 from latency_lab.telemetry.nplusone import Finding
 
 REQUEST_COLUMNS = {
@@ -147,6 +147,61 @@ def show(trace_id: str) -> None:
         "one shape share a row (\u00d7N), outlined in red when they are an N+1."
     )
     jobs(detail)
+    profiles(trace_id)
+
+
+PROFILE_COLUMNS: dict[str, Any] = {
+    "function": "Function",
+    "where": "Where",
+    "group": "Code",
+    "self_ms": st.column_config.NumberColumn("Self (ms)", format="%.2f"),
+    "share": st.column_config.ProgressColumn("Share", format="percent", min_value=0, max_value=1),
+}
+
+
+def profiles(trace_id: str) -> None:
+    """The request's profile beside its trace (and its jobs'), or a way to take one."""
+    st.subheader("Where the application time went (profile)")
+    found = data.trace_profiles(trace_id)
+    if not found:
+        st.caption(
+            "This request was not profiled. Send one with `X-Lab-Profile: on` (or set "
+            "`LAB_PROFILE_EVERY`), or profile the next request of this kind:"
+        )
+    for number, view in enumerate(found):
+        label = "the request" if number == 0 else f"job: {view.name}"
+        with st.expander(f"{view.service}: {label} ({view.duration_ms:,.1f} ms profiled)",
+                         expanded=number == 0):  # fmt: skip
+            profile(view, key=f"profile_{view.span_id}")
+    profile_next(trace_id)
+
+
+def profile(view: data.ProfileView, *, key: str) -> None:
+    chart, table = st.columns([3, 2])
+    chart.plotly_chart(figures.profile_icicle(view.icicle), key=f"{key}_icicle")
+    table.plotly_chart(figures.profile_groups(view.by_group), key=f"{key}_groups")
+    table.dataframe(view.top, column_config=PROFILE_COLUMNS, hide_index=True, key=f"{key}_top")
+    st.download_button(
+        "Download for speedscope",
+        view.document,
+        file_name=f"{view.span_id}.speedscope.json",
+        mime="application/json",
+        key=f"{key}_download",
+        help="Open it at https://www.speedscope.app (or `latency-lab profile TRACE_ID`).",
+    )
+
+
+def profile_next(trace_id: str) -> None:
+    kind = data.request_of(trace_id)
+    if kind is None or kind.method != "GET":
+        return
+    chosen = st.selectbox(
+        "Configuration", configs.choices(kind.config), key="profile_config",
+        format_func=configs.short_label, help="Profile the same request in this configuration.",
+    )  # fmt: skip
+    if st.button(f"Profile the next GET {kind.target}", key="profile_next"):
+        st.query_params["trace"] = data.profile_request(kind.target, chosen)
+        st.rerun()
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from tests.dashboard.factories import Workshop, workshop
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 LIST_STATEMENTS = 31
+PROFILED_TRACE = "feed" * 8  # the trace id the stand-in lab answers a profiled request with
 
 
 @dataclass
@@ -44,6 +45,7 @@ class FakeLab:
     world: World = field(default_factory=World)
     puts: list[tuple[str, Any]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    profiled: list[tuple[str, str | None]] = field(default_factory=list)  # path, X-Lab-Toggles
 
 
 def _fake_lab_app(lab: FakeLab) -> Flask:
@@ -81,7 +83,13 @@ def _fake_lab_app(lab: FakeLab) -> Flask:
         lab.requests.append(f"{request.method} /{path}")
         statements = LIST_STATEMENTS if not lab.toggles.eager_loading else 1
         timing = f'db;dur=1.0;desc="{statements} statements", ext;dur=0.5;desc="1 calls"'
-        return jsonify(ok=True), 200, {"Server-Timing": timing}
+        headers = {"Server-Timing": timing}
+        if request.headers.get("X-Lab-Profile") == "on":
+            lab.profiled.append(
+                (request.full_path.rstrip("?"), request.headers.get("X-Lab-Toggles"))
+            )
+            headers["traceresponse"] = f"00-{PROFILED_TRACE}-{'1' * 16}-01"
+        return jsonify(ok=True), 200, headers
 
     return app
 
