@@ -62,8 +62,8 @@ _LAB_FOLDERS = ("service", "core", "edge", "simulator", "worker", "seed", "lab")
 
 # Built-in functions (no file of their own): where a request waits, and the sqlite3 driver's C.
 _WAITING_BUILTINS = frozenset(
-    {"sleep", "select", "poll", "socket.recv", "socket.recv_into", "socket.sendall",
-     "socket.connect", "lock.acquire", "wait"}
+    {"sleep", "select", "poll", "socket.recv", "socket.recv_into", "socket.send",
+     "socket.sendall", "socket.connect", "lock.acquire", "wait"}
 )  # fmt: skip
 _DRIVER_BUILTINS = ("Cursor.", "Connection.")
 

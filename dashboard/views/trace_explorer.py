@@ -173,6 +173,11 @@ def profiles(trace_id: str) -> None:
         with st.expander(f"{view.service}: {label} ({view.duration_ms:,.1f} ms profiled)",
                          expanded=number == 0):  # fmt: skip
             profile(view, key=f"profile_{view.span_id}")
+    if found:
+        st.caption(
+            "Sampled every millisecond by pyinstrument. A profiled request runs slower than its "
+            "unprofiled twins (the profiler's own cost): read the shares, not the duration."
+        )
     profile_next(trace_id)
 
 
