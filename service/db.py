@@ -14,26 +14,18 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from latency_lab.service.models import Base
-
-
-def normalize_url(url: str) -> str:
-    """Let users write ``postgresql://``; the lab speaks psycopg 3."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.removeprefix("postgres://")
-    return url
+from latency_lab.telemetry.database_url import normalize_url
 
 
 def build_engine(url: str, **kwargs: Any) -> Engine:
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    return create_engine(parsed, **kwargs)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

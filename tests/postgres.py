@@ -27,7 +27,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from latency_lab.service.db import normalize_url
+from latency_lab.telemetry.database_url import normalize_url
 
 # Where a PostgreSQL may answer (trust auth on CI machines); LAB_TEST_POSTGRES_URL replaces them.
 POSTGRES_CANDIDATES = (
@@ -41,10 +41,11 @@ def reachable_postgres() -> tuple[str | None, str]:
     override = os.environ.get("LAB_TEST_POSTGRES_URL")
     errors = []
     for url in (override,) if override else POSTGRES_CANDIDATES:
+        normalized = normalize_url(url).render_as_string(hide_password=False)
         try:
-            with psycopg.connect(_libpq(normalize_url(url)), connect_timeout=2) as connection:
+            with psycopg.connect(_libpq(normalized), connect_timeout=2) as connection:
                 connection.execute("SELECT 1")
-            return normalize_url(url), ""
+            return normalized, ""
         except Exception as exc:  # any driver error: this candidate is not usable
             errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
     return None, "; ".join(errors)

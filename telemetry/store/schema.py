@@ -40,10 +40,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from latency_lab.telemetry import vocabulary as v
+from latency_lab.telemetry.database_url import normalize_url
 
 LAYERS = tuple(layer.value for layer in v.CacheLayer)
 EDGE_ROLE = "edge"  # the process role of the lab's edge, whose server spans are front doors
@@ -143,16 +143,6 @@ process_stats_table = Table(
 
 
 # --- URLs and the engine -------------------------------------------------------------------------
-def normalize_url(url: str) -> URL:
-    """A SQLAlchemy URL for the store: ``postgresql://`` gets psycopg 3, a bare path is SQLite."""
-    if "://" not in url:
-        return make_url(f"sqlite:///{Path(url).expanduser().resolve()}")
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
 def create_store_engine(url: str) -> Engine:
     """The store's own engine; never pass it to an instrumentor."""
     parsed = normalize_url(url)
