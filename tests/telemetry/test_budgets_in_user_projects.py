@@ -1,9 +1,10 @@
 """The span budgets in other people's projects, each run by pytest in a process of its own.
 
 The projects live in ``user_projects/``: a plain Flask + SQLAlchemy app whose engine is made in
-its app factory, a Flask-SQLAlchemy quickstart, an asyncio engine, markers, and a process with no
-database at all. None of them calls ``instrument_engine`` or asks for the ``spans`` fixture: the
-plugin reaches them through its ``pytest11`` entry point, as it would after ``pip install``.
+its app factory, the same app in a project with its own ``telemetry`` and ``service`` packages,
+a Flask-SQLAlchemy quickstart, an asyncio engine, markers, and a process with no database at
+all. None of them calls ``instrument_engine`` or asks for the ``spans`` fixture: the plugin
+reaches them through its ``pytest11`` entry point, as it would after ``pip install``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ def test_plain_flask_app_lazy_listing_fails_and_eager_passes(pytester: pytest.Py
     )
     result.stdout.fnmatch_lines(["*SpanBudgetError: N+1 detected: 1 repeated pattern(s) of 5*"])
     result.stdout.fnmatch_lines(["PASSED test_books.py::test_eager_listing_fits_one_statement"])
+
+
+def test_a_project_with_its_own_telemetry_and_service_packages(
+    pytester: pytest.Pytester,
+) -> None:
+    """Everything we install is under ``latency_lab``: the project's ``telemetry`` and
+    ``service`` stay its own, and the plugin still watches its engine."""
+    source = PROJECTS / "own_packages"
+    shutil.copytree(source, pytester.path, dirs_exist_ok=True, ignore=_not_the_projects)
+    (pytester.path / "__init__.py").unlink()  # the project's root is no package
+
+    result = run(pytester)
+
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["PASSED test_books.py::test_its_own_packages_are_its_own"])
+    result.stdout.fnmatch_lines(["*Expected at most 1 database statements, 11 were executed:*"])
+    result.stdout.fnmatch_lines(["PASSED test_books.py::test_eager_listing_fits_one_statement"])
+
+
+def _not_the_projects(_folder: str, names: list[str]) -> list[str]:
+    return [name for name in names if name == "__pycache__"]
 
 
 def test_flask_sqlalchemy_app_is_watched(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,1 @@
+"""This project's own ``service`` package, holding its app."""
