@@ -135,7 +135,7 @@ def _trace_id(response: httpx.Response) -> str:
 
 def _read_profiles(store_url: str, trace_ids: list[str]) -> list[Profile]:
     """The request profiles of ``trace_ids`` (spans reach the store within a second or two)."""
-    store = TraceStore(store_url)
+    store = TraceStore(store_url).create()
     try:
         deadline = time.monotonic() + 15
         found: dict[str, Profile] = {}

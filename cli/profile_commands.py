@@ -114,7 +114,7 @@ def _wait_for_profiles(settings: Settings, trace_id: str, *, wait: bool) -> list
     """The trace's profiles (the request's first); spans reach the store within a second."""
     from latency_lab.telemetry.store import TraceStore
 
-    store = TraceStore(settings.resolved_trace_store_url)
+    store = TraceStore(settings.resolved_trace_store_url).create()  # a fresh store reads empty
     try:
         deadline = time.monotonic() + (ARRIVAL_TIMEOUT_S if wait else 0)
         while True:
