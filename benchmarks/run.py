@@ -35,7 +35,7 @@ Say = Callable[[str], None]
 
 
 @dataclass
-class LabHandle:
+class BenchedLab:
     """What the bench knows about the lab it measures."""
 
     target: Target
@@ -90,15 +90,15 @@ def run_bench(
 
 
 @contextlib.contextmanager
-def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
+def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[BenchedLab]:
     if url:
-        yield LabHandle(_target(url, url, settings), [], None, False)
+        yield BenchedLab(_target(url, url, settings), [], None, False)
         return
     running = read_lab_info(settings)
     if running is not None:
         say(f"measuring the lab already running from {settings.var_dir} (pid {running.pid})")
         target = _target(running.urls["edge"], running.urls["service"], settings)
-        yield LabHandle(target, list(running.processes.values()), running.urls["redis"], False)
+        yield BenchedLab(target, list(running.processes.values()), running.urls["redis"], False)
         return
     say("no lab running: starting one for the bench (it stops when the bench ends)")
     lab = Lab(settings, LabOptions(dashboard=False), say=lambda _message: None)
@@ -108,7 +108,7 @@ def _lab(settings: Settings, url: str | None, say: Say) -> Iterator[LabHandle]:
         lab.start()
         info = lab.info()
         target = _target(info.urls["edge"], info.urls["service"], settings)
-        yield LabHandle(target, list(info.processes.values()), lab.redis_url, True)
+        yield BenchedLab(target, list(info.processes.values()), lab.redis_url, True)
     finally:
         lab.stop()
         signal.signal(signal.SIGTERM, previous)
@@ -132,7 +132,7 @@ def _target(edge_url: str, service_url: str, settings: Settings) -> Target:
     )
 
 
-def _overhead(settings: Settings, lab: LabHandle, plan: BenchPlan, say: Say) -> dict[str, Any]:
+def _overhead(settings: Settings, lab: BenchedLab, plan: BenchPlan, say: Say) -> dict[str, Any]:
     """Two fresh single-worker services, identical but for ``OTEL_SDK_DISABLED``."""
     if lab.redis_url is None:
         return {"skipped": "needs the embedded lab (not measured against --url)"}

@@ -72,7 +72,7 @@ from latency_lab.edge.telemetry import (
     annotate_server_span,
     own_trace_response,
 )
-from latency_lab.telemetry import LabTelemetry, configure
+from latency_lab.telemetry import ProcessTelemetry, configure
 
 __all__ = [  # the entry point, and the constants the edge's contract tests compare against
     "CACHEABLE_METHODS",
@@ -172,7 +172,7 @@ def create_edge_app(
     settings: Settings | None = None,
     *,
     shared_state: SharedState | None = None,
-    telemetry: LabTelemetry | None = None,
+    telemetry: ProcessTelemetry | None = None,
     upstream_transport: httpx.BaseTransport | None = None,
     upstream_timeout: httpx.Timeout = UPSTREAM_TIMEOUT,
 ) -> Flask:

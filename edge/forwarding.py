@@ -28,7 +28,7 @@ from latency_lab.core.settings import Settings
 from latency_lab.core.shared_state import SharedState
 from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
 from latency_lab.edge.cache import CACHEABLE_METHODS, DateStampingTransport, EdgeCache, cache_key
-from latency_lab.telemetry import LabTelemetry
+from latency_lab.telemetry import ProcessTelemetry
 from latency_lab.telemetry import vocabulary as v
 
 # RFC 9110 section 7.6.1, plus the pre-standard ones still seen in the wild.
@@ -84,7 +84,7 @@ class Edge:
         self,
         settings: Settings,
         shared_state: SharedState,
-        telemetry: LabTelemetry,
+        telemetry: ProcessTelemetry,
         origin: httpx.BaseTransport,
         timeout: httpx.Timeout,
     ) -> None:

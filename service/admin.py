@@ -12,14 +12,14 @@ from latency_lab.core.access import is_admin
 from latency_lab.core.errors import ApiError
 from latency_lab.core.toggles import ToggleError, Toggles
 from latency_lab.core.world import World, WorldError
-from latency_lab.service.context import lab_service
+from latency_lab.service.context import service_context
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.before_request
 def _require_admin() -> None:
-    settings = lab_service().settings
+    settings = service_context().settings
     if not is_admin(request.remote_addr, request.headers, settings.admin_token):
         if settings.admin_token:
             raise ApiError(
@@ -30,12 +30,12 @@ def _require_admin() -> None:
 
 @bp.get("/toggles")
 def get_toggles() -> ResponseReturnValue:
-    return jsonify(_toggles_json(lab_service().state.refresh().toggles))
+    return jsonify(_toggles_json(service_context().state.refresh().toggles))
 
 
 @bp.put("/toggles")
 def put_toggles() -> ResponseReturnValue:
-    state = lab_service().state
+    state = service_context().state
     try:
         toggles = Toggles.from_json(_body(), base=state.refresh().toggles)
     except ToggleError as exc:
@@ -45,12 +45,12 @@ def put_toggles() -> ResponseReturnValue:
 
 @bp.get("/world")
 def get_world() -> ResponseReturnValue:
-    return jsonify(lab_service().state.refresh().world.model_dump())
+    return jsonify(service_context().state.refresh().world.model_dump())
 
 
 @bp.put("/world")
 def put_world() -> ResponseReturnValue:
-    state = lab_service().state
+    state = service_context().state
     try:
         world = World.from_json(_body(), base=state.refresh().world)
     except WorldError as exc:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from latency_lab.core.errors import ApiError, field_errors
 from latency_lab.service import offload, outbox, tasks
 from latency_lab.service.caches import AppCache, RedisCache
-from latency_lab.service.context import lab_service, request_session
+from latency_lab.service.context import request_session, service_context
 from latency_lab.service.lead_loader import LeadQuery, LoaderStrategy, load_one, load_page
 from latency_lab.service.models import Lead, LeadMetadata, Tag, User
 from latency_lab.service.offload import Outcome, offload_or_call
@@ -134,7 +134,7 @@ def _cached_read(key: str, compute: Any) -> Any:
     """Cache-aside in Redis (L1) when ``redis_cache`` is on; straight to the database when off."""
     if not current_toggles().redis_cache:
         return compute()
-    cache: RedisCache = lab_service().redis_cache
+    cache: RedisCache = service_context().redis_cache
     return cache.get_or_compute(key, compute)
 
 
@@ -142,13 +142,13 @@ def _computed(key: str, compute: Any) -> Any:
     """Computed results from this process's memory (L2) when ``app_cache`` is on."""
     if not current_toggles().app_cache:
         return compute()
-    cache: AppCache = lab_service().app_cache
+    cache: AppCache = service_context().app_cache
     return cache.get_or_compute(key, compute)
 
 
 def _deliver(session: Session, stored: list[StoredEffect]) -> list[Outcome]:
     """Inline or enqueued: the ``async_offload`` toggle; the outbox rows record how it went."""
-    service = lab_service()
+    service = service_context()
     results = offload.deliver(
         stored,
         offload=current_toggles().async_offload,
@@ -172,7 +172,7 @@ def _track_read(name: str, properties: dict[str, Any]) -> None:
     """Reads send an analytics event: the blocking third-party call on the read path.
 
     Best-effort: nothing is stored, so a read never writes to the database."""
-    service = lab_service()
+    service = service_context()
     offload_or_call(
         tasks.track_event,
         offload=current_toggles().async_offload,
@@ -187,7 +187,7 @@ def _track_read(name: str, properties: dict[str, Any]) -> None:
 def _invalidate_caches() -> None:
     """After a commit. With Redis down, L1 owes the bump; other processes' L2 entries expire by
     their TTL (``LAB_APP_CACHE_TTL``)."""
-    service = lab_service()
+    service = service_context()
     service.redis_cache.invalidate()
     service.app_cache.clear()
     if not service.state.healthy:
@@ -231,7 +231,7 @@ def _store_side_effects(session: Session, effects: list[SideEffect]) -> list[Sto
     """In the write's transaction. The relay leaves them to this request while it delivers."""
     hold_s = outbox.HOLD_MARGIN_S
     if not current_toggles().async_offload:  # inline: up to one provider timeout per effect
-        hold_s += len(effects) * lab_service().state.world.third_party_timeout_s
+        hold_s += len(effects) * service_context().state.world.third_party_timeout_s
     return outbox.record(effects, session=session, hold_s=hold_s)
 
 

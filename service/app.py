@@ -15,7 +15,7 @@ from latency_lab import telemetry
 from latency_lab.core import errors
 from latency_lab.core.settings import Settings
 from latency_lab.service import admin, api, request_scope, site
-from latency_lab.service.context import EXTENSION_KEY, LabService
+from latency_lab.service.context import EXTENSION_KEY, ServiceContext
 
 # Health checks poll constantly and the dashboard polls the admin API: tracing them would bury the
 # requests people look at (and count as zero-statement requests in the figures).
@@ -23,7 +23,7 @@ UNTRACED_URLS = "healthz,admin/,static/favicon"
 
 
 def create_app(
-    settings: Settings | None = None, *, lab_telemetry: telemetry.LabTelemetry | None = None
+    settings: Settings | None = None, *, lab_telemetry: telemetry.ProcessTelemetry | None = None
 ) -> Flask:
     settings = settings or Settings()
     lab_telemetry = lab_telemetry or telemetry.configure(
@@ -35,7 +35,7 @@ def create_app(
     FlaskInstrumentor().instrument_app(
         app, tracer_provider=lab_telemetry.tracer_provider, excluded_urls=UNTRACED_URLS
     )
-    service = LabService.build(settings, lab_telemetry)
+    service = ServiceContext.build(settings, lab_telemetry)
     app.extensions[EXTENSION_KEY] = service
     errors.init_app(app)
     request_scope.init_app(app)

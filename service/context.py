@@ -1,8 +1,8 @@
 """Everything one service process holds: built once by ``create_app``, reached by the routes.
 
-``LabService`` gathers the settings, telemetry, Redis connection, shared state, database sessions,
-the two in-process caches, the RQ queue and the third-party client, so routes read
-``lab_service().redis_cache`` instead of globals.
+``ServiceContext`` gathers the settings, telemetry, Redis connection, shared state, database
+sessions, the two in-process caches, the RQ queue and the third-party client, so routes read
+``service_context().redis_cache`` instead of globals.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from latency_lab.service.db import (
 )
 from latency_lab.service.offload import QUEUE_NAME
 from latency_lab.service.providers import ThirdPartyClient
-from latency_lab.telemetry import LabTelemetry, instrument_redis
+from latency_lab.telemetry import ProcessTelemetry, instrument_redis
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.orm import instrument_engine
 
@@ -40,9 +40,9 @@ REDIS_RETRIES = 1
 
 
 @dataclass
-class LabService:
+class ServiceContext:
     settings: Settings
-    telemetry: LabTelemetry
+    telemetry: ProcessTelemetry
     redis: redis.Redis
     state: SharedState
     engine: Engine
@@ -53,7 +53,7 @@ class LabService:
     third_party: ThirdPartyClient
 
     @classmethod
-    def build(cls, settings: Settings, lab_telemetry: LabTelemetry) -> LabService:
+    def build(cls, settings: Settings, lab_telemetry: ProcessTelemetry) -> ServiceContext:
         client = connect_redis(
             settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, retries=REDIS_RETRIES
         )
@@ -103,8 +103,8 @@ class LabService:
         self.redis.close()
 
 
-def lab_service() -> LabService:
-    service: LabService = current_app.extensions[EXTENSION_KEY]
+def service_context() -> ServiceContext:
+    service: ServiceContext = current_app.extensions[EXTENSION_KEY]
     return service
 
 
@@ -114,6 +114,6 @@ def request_session() -> Session:
 
     session: Session | None = g.get("db_session")
     if session is None:
-        session = lab_service().sessions()
+        session = service_context().sessions()
         g.db_session = session
     return session

@@ -38,7 +38,7 @@ from latency_lab.core.toggles import (
     ToggleError,
     Toggles,
 )
-from latency_lab.service.context import lab_service
+from latency_lab.service.context import service_context
 from latency_lab.service.lead_loader import LoaderStrategy, choose_strategy
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.accounting import traceresponse_header
@@ -61,7 +61,7 @@ def current_toggles() -> Toggles:
 
 
 def _begin() -> None:
-    service = lab_service()
+    service = service_context()
     snapshot = service.state.snapshot()
     g.toggles = snapshot.toggles
     g.world = snapshot.world
@@ -157,7 +157,7 @@ def _describe_configuration(span: trace.Span) -> None:
 
 
 def _finish(response: Response) -> Response:
-    service = lab_service()
+    service = service_context()
     span = trace.get_current_span()
     _stop_profile(span)
     tally = service.telemetry.ledger.close(g.trace_id) if g.get("trace_id") else None
@@ -205,7 +205,7 @@ def _teardown(_exc: BaseException | None) -> None:
         otel_context.detach(token)
     trace_id = g.get("trace_id")
     if trace_id is not None:
-        lab_service().telemetry.ledger.close(trace_id)
+        service_context().telemetry.ledger.close(trace_id)
     session = g.pop("db_session", None)
     if session is not None:
         session.close()

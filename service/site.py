@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify, render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from latency_lab.service.context import lab_service
+from latency_lab.service.context import service_context
 from latency_lab.service.openapi import openapi_document
 
 bp = Blueprint("site", __name__)
@@ -26,7 +26,7 @@ def openapi() -> ResponseReturnValue:
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    service = lab_service()
+    service = service_context()
     database = _check_database()
     snapshot = service.state.refresh()
     healthy = database == "ok"
@@ -47,7 +47,7 @@ def healthz() -> ResponseReturnValue:
 
 def _check_database() -> str:
     try:
-        with lab_service().engine.connect() as conn:
+        with service_context().engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not reachable"
         return f"unreachable ({type(exc).__name__})"

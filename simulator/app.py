@@ -47,7 +47,7 @@ from latency_lab.core.errors import register_json_errors
 from latency_lab.core.settings import Settings
 from latency_lab.core.shared_state import SharedState
 from latency_lab.core.world import ProviderWorld
-from latency_lab.telemetry import LabTelemetry, configure
+from latency_lab.telemetry import ProcessTelemetry, configure
 from latency_lab.telemetry.vocabulary import Provider
 
 log = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ def create_thirdparty_app(
     settings: Settings | None = None,
     *,
     shared_state: SharedState | None = None,
-    telemetry: LabTelemetry | None = None,
+    telemetry: ProcessTelemetry | None = None,
 ) -> Flask:
     """Build the simulator; with no arguments it reads the environment (gunicorn's entry point)."""
     settings = settings or Settings()

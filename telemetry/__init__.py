@@ -46,7 +46,7 @@ from latency_lab.telemetry.processors import CountingBatchSpanProcessor
 from latency_lab.telemetry.redaction import RedactingSpanExporter
 
 __all__ = [
-    "LabTelemetry",
+    "ProcessTelemetry",
     "RequestLedger",
     "RequestTally",
     "configure",
@@ -56,7 +56,7 @@ __all__ = [
 
 
 @dataclass
-class LabTelemetry:
+class ProcessTelemetry:
     """What ``configure`` built for this process."""
 
     service_name: str
@@ -108,12 +108,14 @@ def configure(
     processors: list[SpanProcessor] | None = None,
     resource_attributes: dict[str, Any] | None = None,
     set_global: bool = False,
-) -> LabTelemetry:
+) -> ProcessTelemetry:
     """Build this process's tracer provider. Call it from the process's entry point only."""
     service_name = os.environ.get("OTEL_SERVICE_NAME") or default_service_name
     ledger = RequestLedger()
     if sdk_disabled():
-        return LabTelemetry(service_name, role, trace.NoOpTracerProvider(), ledger, enabled=False)
+        return ProcessTelemetry(
+            service_name, role, trace.NoOpTracerProvider(), ledger, enabled=False
+        )
 
     resource = Resource.create(
         {
@@ -150,7 +152,7 @@ def configure(
         provider.add_span_processor(processor)
     if set_global:
         trace.set_tracer_provider(provider)
-    return LabTelemetry(service_name, role, provider, ledger, store_processor, extra)
+    return ProcessTelemetry(service_name, role, provider, ledger, store_processor, extra)
 
 
 def _otlp_processor() -> SpanProcessor | None:

@@ -10,7 +10,7 @@ A killed job runs again, through RQ's own machinery:
 * a whole worker killed mid-job: its job stays in the started-job registry until its heartbeat
   expires, then a worker's registry maintenance retries it as an abandoned job. RQ's defaults
   leave that to chance for minutes (a 90 s heartbeat, maintenance every 10 minutes, only
-  between dequeues); :class:`LabWorker` makes it about 20 s: heartbeats every
+  between dequeues); :class:`SideEffectsWorker` makes it about 20 s: heartbeats every
   ``JOB_MONITORING_INTERVAL_S``, abandoned ``ABANDONED_AFTER_S`` after the last one, and
   maintenance every ``MAINTENANCE_INTERVAL_S`` (an idle worker wakes every few seconds).
 
@@ -49,7 +49,7 @@ REDIS_WAIT_S = 0.5
 log = logging.getLogger(__name__)
 
 
-class LabWorker(Worker):
+class SideEffectsWorker(Worker):
     """RQ's worker, declaring a dead worker's job abandoned in seconds rather than minutes."""
 
     stop_requested = False  # SIGINT/SIGTERM arrived (RQ's warm shutdown)
@@ -92,8 +92,8 @@ def prepare_process(settings: Settings) -> redis.Redis:
     return client
 
 
-def new_worker(client: redis.Redis) -> LabWorker:
-    return LabWorker(
+def new_worker(client: redis.Redis) -> SideEffectsWorker:
+    return SideEffectsWorker(
         [Queue(QUEUE_NAME, connection=client)],
         connection=client,
         job_class=tasks.TracedJob,
@@ -103,7 +103,7 @@ def new_worker(client: redis.Redis) -> LabWorker:
     )
 
 
-def build_worker(settings: Settings) -> LabWorker:
+def build_worker(settings: Settings) -> SideEffectsWorker:
     return new_worker(prepare_process(settings))
 
 

@@ -33,7 +33,9 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _configure(store_url: str | None = None) -> tuple[telemetry.LabTelemetry, InMemorySpanExporter]:
+def _configure(
+    store_url: str | None = None,
+) -> tuple[telemetry.ProcessTelemetry, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     lab = telemetry.configure(
         "latency-lab-test",
