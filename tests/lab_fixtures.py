@@ -331,6 +331,25 @@ def service_process(lab_process_env: dict[str, str], tmp_path: Path) -> Iterator
 
 
 @pytest.fixture
+def edge_url(
+    service_process: ServiceProcess, lab_process_env: dict[str, str], tmp_path: Path
+) -> Iterator[str]:
+    """The edge under gunicorn in front of :func:`service_process`, as `latency-lab up` runs it."""
+    port = free_port()
+    log_file = tmp_path / "edge.log"
+    env = lab_process_env | {"LAB_SERVICE_URL": service_process.url}
+    process = start_gunicorn(
+        "latency_lab.edge.app:create_edge_app()", port=port, env=env, log_file=log_file
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/edge/healthz", process, log_file)
+        yield url
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
 def worker_process(
     lab_process_env: dict[str, str], tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:

@@ -24,7 +24,6 @@ from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.store import TraceStore
 from tests.deploy.edge_contract import NEW_LEAD
 from tests.lab_fixtures import ServiceProcess, eventually, trace_id_of
-from tests.service.test_edge_with_service import edge_url  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("worker_process")
 
@@ -79,7 +78,7 @@ def store(service_process: ServiceProcess) -> TraceStore:
 
 
 def test_time_by_kind_adds_up_in_every_configuration(
-    edge_url: str,  # noqa: F811
+    edge_url: str,
     service_process: ServiceProcess,
     store: TraceStore,
 ) -> None:
@@ -111,7 +110,7 @@ def test_time_by_kind_adds_up_in_every_configuration(
 
 
 def test_the_edge_the_service_and_the_jobs_apply_one_configuration_while_toggles_flip(
-    edge_url: str,  # noqa: F811
+    edge_url: str,
     service_process: ServiceProcess,
     store: TraceStore,
     lab_redis: str,

@@ -6,43 +6,19 @@ Requests that reached Flask are counted from the service's own summary rows in t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from latency_lab.core.shared_state import SharedState
 from latency_lab.core.toggles import Toggles
-from latency_lab.lab.redis_server import free_port
 from latency_lab.telemetry.store import TraceStore
 from tests.lab_fixtures import (
     ServiceProcess,
     eventually,
-    start_gunicorn,
-    stop_process,
-    wait_until_up,
 )
 
 ASSET = "/static/app.js"
-
-
-@pytest.fixture
-def edge_url(
-    service_process: ServiceProcess, lab_process_env: dict[str, str], tmp_path: Path
-) -> Iterator[str]:
-    port = free_port()
-    log_file = tmp_path / "edge.log"
-    env = lab_process_env | {"LAB_SERVICE_URL": service_process.url}
-    process = start_gunicorn(
-        "latency_lab.edge.app:create_edge_app()", port=port, env=env, log_file=log_file
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{url}/edge/healthz", process, log_file)
-        yield url
-    finally:
-        stop_process(process)
 
 
 def _reached_flask(store: TraceStore, target: str) -> int:
