@@ -35,26 +35,46 @@ INGEST_BATCH = 512
 # --- telemetry overhead -------------------------------------------------------------------------
 def telemetry_overhead(urls: dict[str, str], requests: int) -> dict[str, Any]:
     """p50 of ``GET /api/leads?limit=100`` (all on) with and without instrumentation."""
-    samples: dict[str, list[float]] = {name: [] for name in urls}
-    headers = {TOGGLE_HEADER: OPTIMIZED.label()}
-    with httpx.Client(headers=headers, timeout=30) as client:
-        for url in urls.values():  # warm both: caches, connections, pools
-            for _ in range(BATCH):
-                client.get(f"{url}/api/leads?limit=100")
-        for _ in range(max(1, requests // BATCH)):
-            for name, url in urls.items():  # alternate batches: noise hits both alike
-                for _ in range(BATCH):
-                    started = time.perf_counter()
-                    client.get(f"{url}/api/leads?limit=100").raise_for_status()
-                    samples[name].append((time.perf_counter() - started) * 1000)
-    p50 = {name: nearest_rank(values, 50) or 0.0 for name, values in samples.items()}
+    p50, each = alternating_p50(urls, requests)
     on, off = p50["instrumented"], p50["uninstrumented"]
     return {
         "p50_ms_instrumented": round(on, 3),
         "p50_ms_uninstrumented": round(off, 3),
         "overhead_pct": round((on / off - 1) * 100, 1) if off else None,
-        "requests_each": len(samples["instrumented"]),
+        "requests_each": each,
     }
+
+
+def profiling_overhead(urls: dict[str, str], requests: int) -> dict[str, Any]:
+    """What an unprofiled request pays for profiling being possible: the same requests (none
+    profiled) with sampling enabled (``LAB_PROFILE_EVERY`` far beyond the run) and disabled."""
+    p50, each = alternating_p50(urls, requests)
+    on, off = p50["sampling enabled"], p50["sampling disabled"]
+    return {
+        "p50_ms_enabled": round(on, 3),
+        "p50_ms_disabled": round(off, 3),
+        "difference_pct": round((on / off - 1) * 100, 1) if off else None,
+        "requests_each": each,
+    }
+
+
+def alternating_p50(urls: dict[str, str], requests: int) -> tuple[dict[str, float], int]:
+    """p50 (ms) of the optimized lead list at each URL, in alternating batches so that noise on
+    the machine hits all alike; and how many requests each got."""
+    samples: dict[str, list[float]] = {name: [] for name in urls}
+    headers = {TOGGLE_HEADER: OPTIMIZED.label()}
+    with httpx.Client(headers=headers, timeout=30) as client:
+        for url in urls.values():  # warm all: caches, connections, pools
+            for _ in range(BATCH):
+                client.get(f"{url}/api/leads?limit=100")
+        for _ in range(max(1, requests // BATCH)):
+            for name, url in urls.items():
+                for _ in range(BATCH):
+                    started = time.perf_counter()
+                    client.get(f"{url}/api/leads?limit=100").raise_for_status()
+                    samples[name].append((time.perf_counter() - started) * 1000)
+    p50 = {name: nearest_rank(values, 50) or 0.0 for name, values in samples.items()}
+    return p50, min(len(values) for values in samples.values())
 
 
 # --- trace-store ingest ---------------------------------------------------------------------------

@@ -296,7 +296,10 @@ def markdown(report: dict[str, Any]) -> str:
             [[r["n"], r["loader"], r["statements"], r["p50_ms"]] for r in report["sweep"]],
         ),
         "## The lab's own costs",
-        "Telemetry overhead: " + json.dumps(report["telemetry_overhead"]),
+        "Telemetry overhead: "
+        + json.dumps({k: v for k, v in report["telemetry_overhead"].items() if k != "profiling"}),
+        "What an unprofiled request pays for profiling (sampling enabled vs disabled): "
+        + json.dumps(report["telemetry_overhead"].get("profiling")),
         "Trace-store ingest: " + json.dumps(report["trace_store_ingest"]),
         f"Dashboard queries on {report['dashboard_queries']['spans']:,} spans / "
         f"{report['dashboard_queries']['requests']:,} requests (ms):",

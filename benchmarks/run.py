@@ -49,7 +49,7 @@ def run_bench(
 ) -> tuple[dict[str, Any], list[Path]]:
     plan = BenchPlan.smoke() if quick else BenchPlan.full()
     configs = configurations()
-    steps = 2 * len(configs) + 3 * len(plan.sweep_sizes) + 4
+    steps = 3 * len(configs) + 3 * len(plan.sweep_sizes) + 4
     with _lab(settings, url, say) as lab, tqdm(total=steps, desc="bench", unit="step") as bar:
 
         def tick(label: str) -> None:
@@ -60,7 +60,10 @@ def run_bench(
         with lab_costs.MemoryWatch(lab.pids) as watch:
             results = [run_configuration(c, lab.target, plan, tick) for c in configs]
         sweep = run_sweep(lab.target, plan, tick)
-        overhead = _overhead(settings, lab, plan, say)
+        overhead = {
+            **_overhead(settings, lab, plan, say),
+            "profiling": _profiling_overhead(settings, lab, plan),
+        }
         tick("telemetry overhead")
         ingest = lab_costs.trace_store_ingest(plan.ingest_writers, plan.ingest_spans_per_writer)
         tick("trace store ingest")
@@ -134,18 +137,46 @@ def _target(edge_url: str, service_url: str, settings: Settings) -> Target:
 
 def _overhead(settings: Settings, lab: BenchedLab, plan: BenchPlan, say: Say) -> dict[str, Any]:
     """Two fresh single-worker services, identical but for ``OTEL_SDK_DISABLED``."""
+    variants = {
+        "instrumented": {"OTEL_SDK_DISABLED": "false"},
+        "uninstrumented": {"OTEL_SDK_DISABLED": "true"},
+    }
+    with _services(settings, lab, variants) as urls:
+        return lab_costs.telemetry_overhead(urls, plan.overhead_requests) if urls else _NO_LAB
+
+
+def _profiling_overhead(settings: Settings, lab: BenchedLab, plan: BenchPlan) -> dict[str, Any]:
+    """Two fresh single-worker services, identical but for ``LAB_PROFILE_EVERY``."""
+    variants = {
+        "sampling enabled": {"LAB_PROFILE_EVERY": "1000000000"},
+        "sampling disabled": {"LAB_PROFILE_EVERY": "0"},
+    }
+    with _services(settings, lab, variants) as urls:
+        return lab_costs.profiling_overhead(urls, plan.overhead_requests) if urls else _NO_LAB
+
+
+_NO_LAB = {"skipped": "needs the embedded lab (not measured against --url)"}
+
+
+@contextlib.contextmanager
+def _services(
+    settings: Settings, lab: BenchedLab, variants: dict[str, dict[str, str]]
+) -> Iterator[dict[str, str]]:
+    """One fresh single-worker service per variant of the environment; their URLs by name
+    (none without the embedded lab's Redis)."""
     if lab.redis_url is None:
-        return {"skipped": "needs the embedded lab (not measured against --url)"}
+        yield {}
+        return
     base = child_environment(settings, lab.redis_url)
     urls: dict[str, str] = {}
     supervisors = []
     try:
-        for name, disabled in (("instrumented", "false"), ("uninstrumented", "true")):
+        for name, env in variants.items():
             port = free_port()
-            supervisor = Supervisor(settings.log_dir, base | {"OTEL_SDK_DISABLED": disabled})
+            supervisor = Supervisor(settings.log_dir, base | env)
             url = f"http://127.0.0.1:{port}"
             spec = gunicorn_spec(
-                f"bench-{name}",
+                f"bench-{name.replace(' ', '-')}",
                 "latency_lab.service.app:create_app()",
                 host="127.0.0.1",
                 port=port,
@@ -156,7 +187,7 @@ def _overhead(settings: Settings, lab: BenchedLab, plan: BenchPlan, say: Say) ->
             supervisor.wait_ready([supervisor.spawn(spec)], 60)
             supervisors.append(supervisor)
             urls[name] = url
-        return lab_costs.telemetry_overhead(urls, plan.overhead_requests)
+        yield urls
     finally:
         for supervisor in supervisors:
             supervisor.stop(5)

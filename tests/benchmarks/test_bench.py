@@ -91,6 +91,7 @@ def test_article_rows_and_lab_costs_are_reported(
         "Database calls per request (GET /api/leads?limit=100)",
     ]
     assert report["telemetry_overhead"]["requests_each"] > 0
+    assert report["telemetry_overhead"]["profiling"]["requests_each"] > 0
     ingest = report["trace_store_ingest"]
     assert ingest["stored"] == ingest["spans_sent"] and ingest["failed"] == 0
     assert report["dashboard_queries"]["spans"] == 20_000
