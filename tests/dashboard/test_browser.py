@@ -12,40 +12,19 @@ Skipped, with the reason, where Chromium is missing.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from latency_lab.lab.redis_server import free_port
-from tests.lab_fixtures import (
-    FAST_WORLD,
-    process_env,
-    start_process,
-    stop_process,
-    wait_until_up,
-)
+from tests.dashboard.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.lab_fixtures import latency_lab_up
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LEADS = 300  # every list page the generator asks for (offsets 0, 100, 200) holds 100 leads
 PAGE_SIZE = 100
 LAZY_STATEMENTS = 1 + 3 * PAGE_SIZE
@@ -61,51 +40,9 @@ class RunningLab:
 
 @pytest.fixture(scope="module")
 def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLab]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (as .ci/run does)")
-    var_dir = tmp_path_factory.mktemp("lab")
-    env = process_env(
-        LAB_VAR_DIR=str(var_dir),
-        **{
-            f"LAB_{name}_PORT": str(free_port())
-            for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")
-        },
-        OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
-    )
-    command = [
-        str(Path(sys.executable).parent / "latency-lab"),
-        "up",
-        "--workers",
-        "1",
-        "--rq-workers",
-        "1",
-        "--seed-leads",
-        str(LEADS),
-    ]
-    log_file = var_dir / "up.log"
-    process = start_process(command, env=env, log_file=log_file)
-    try:
-        urls = _wait_for_lab(var_dir / "lab.json", process, log_file)
-        wait_until_up(f"{urls['dashboard']}/_stcore/health", process, log_file)
-        httpx.put(f"{urls['service']}/admin/world", json=FAST_WORLD, timeout=5).raise_for_status()
+    require_chromium()
+    with latency_lab_up(tmp_path_factory.mktemp("lab"), seed_leads=LEADS) as urls:
         yield RunningLab(urls["dashboard"], urls["service"])
-    finally:
-        stop_process(process)
-
-
-def _wait_for_lab(
-    lab_file: Path, process: subprocess.Popen[bytes], log_file: Path
-) -> dict[str, str]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"latency-lab up exited:\n{log_file.read_text()[-3000:]}")
-        if lab_file.exists():
-            urls: dict[str, str] = json.loads(lab_file.read_text())["urls"]
-            if "dashboard" in urls:
-                return urls
-        time.sleep(0.2)
-    raise RuntimeError(f"the lab did not start in 90 s:\n{log_file.read_text()[-3000:]}")
 
 
 def _wait_for_lab_toggle(service_url: str, name: str) -> None:

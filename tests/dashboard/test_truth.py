@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,21 +50,11 @@ from latency_lab.dashboard import configs, panels, tour
 from latency_lab.dashboard.views.compare import TABLE_COLUMNS
 from latency_lab.telemetry.percentiles import nearest_rank
 from latency_lab.telemetry.store import TraceStore
+from tests.dashboard.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.lab_fixtures import latency_lab_up
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Wide, so every column of the Compare table is in the grid's accessible table; tall, because
 # Streamlit scrolls inside stMain.
 VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 2400, 2400
@@ -372,8 +361,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (as .ci/run does)")
+    require_chromium()
     with latency_lab_up(tmp_path_factory.mktemp("lab"), seed_leads=LEADS) as urls:
         store = TraceStore(urls["trace_store"])
         try:

@@ -70,6 +70,7 @@ def test_a_project_with_its_own_telemetry_and_service_packages(
     source = PROJECTS / "own_packages"
     shutil.copytree(source, pytester.path, dirs_exist_ok=True, ignore=_not_the_projects)
     (pytester.path / "__init__.py").unlink()  # the project's root is no package
+    shutil.copy(PROJECTS / "plain" / "app.py", pytester.path / "service" / "app.py")  # its app
 
     result = run(pytester)
 

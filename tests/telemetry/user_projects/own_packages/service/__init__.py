@@ -1,1 +1,1 @@
-"""This project's own ``service`` package, holding its app."""
+"""This project's own ``service`` package; the test puts its app (``plain/app.py``) in it."""
