@@ -1,4 +1,4 @@
-"""What the lab's edge promises, whichever edge it is: the embedded one (service/edge.py) or nginx
+"""What the lab's edge promises, whichever edge it is: the embedded one (edge/) or nginx
 (deploy/nginx/lab-edge.conf).
 
 For the lab's purposes the two behave the same: which responses are cached, for how long, and

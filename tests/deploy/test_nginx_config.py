@@ -4,7 +4,7 @@
 crossplane (nginx's configuration parser for Python), so they run everywhere: the directives that
 decide what is cached and for how long, and the ``map`` blocks that turn nginx's cache status into
 the lab's ``X-Cache`` and ``Server-Timing``, evaluated as nginx evaluates them, against the same
-table and the same constants as the embedded edge (service/edge.py).
+table and the same constants as the embedded edge (edge/).
 """
 
 from __future__ import annotations
