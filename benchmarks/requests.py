@@ -8,11 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from latency_lab.benchmarks.plan import BenchPlan, Configuration
-from latency_lab.core.access import ADMIN_TOKEN_HEADER
-from latency_lab.core.toggles import PROFILE_HEADER, TOGGLE_HEADER, Toggles
+from latency_lab.core.admin_client import AdminClient
+from latency_lab.core.toggles import Toggles
 from latency_lab.lab.loadgen import DEFAULT_MIX, Endpoint, LoadGenerator, LoadSpec
 from latency_lab.service.lead_loader import LoaderStrategy
 from latency_lab.telemetry.profiles import CodeGroup, Profile
@@ -103,12 +101,10 @@ def profile_breakdown(config: Configuration, target: Target, requests: int) -> d
     """
     if target.store_url is None or requests <= 0:
         return {}
-    headers = {TOGGLE_HEADER: config.header, PROFILE_HEADER: "on"}
-    if target.admin_token:
-        headers[ADMIN_TOKEN_HEADER] = target.admin_token
-    url = f"{target.service_url}/api/leads?limit={LEADS_PATH_LIMIT}"
-    with httpx.Client(headers=headers, timeout=60) as client:
-        ids = [_trace_id(client.get(url)) for _ in range(requests)]
+    url = f"/api/leads?limit={LEADS_PATH_LIMIT}"
+    client = AdminClient(target.service_url, token=target.admin_token, timeout_s=60)
+    with client:
+        ids = [client.profiled_get(url, config.header) for _ in range(requests)]
     profiles = _read_profiles(target.store_url, ids)
     if not profiles:
         return {}
@@ -126,11 +122,6 @@ def profile_breakdown(config: Configuration, target: Target, requests: int) -> d
         "ms": {group: round(ms / count, 2) for group, ms in totals.items()},
         "share": {g: round(ms / duration, 3) if duration else None for g, ms in totals.items()},
     }
-
-
-def _trace_id(response: httpx.Response) -> str:
-    response.raise_for_status()
-    return response.headers["traceresponse"].split("-")[1]
 
 
 def _read_profiles(store_url: str, trace_ids: list[str]) -> list[Profile]:

@@ -13,14 +13,15 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
-import httpx
 
 from latency_lab.cli.errors import bad_argument, load_settings
 from latency_lab.cli.tables import format_table
+from latency_lab.core.admin_client import AdminClient, AdminError
 from latency_lab.core.settings import Settings
-from latency_lab.core.toggles import PROFILE_HEADER, TOGGLE_HEADER, ToggleError, Toggles
+from latency_lab.core.toggles import PROFILE_HEADER, ToggleError, Toggles
 from latency_lab.lab.runtime import read_lab_info
 from latency_lab.telemetry.profiles import Profile
 
@@ -34,7 +35,7 @@ ARRIVAL_TIMEOUT_S = 15.0
     "--url",
     default=None,
     metavar="PATH|URL",
-    help="Profile a fresh GET of this path at the running lab's front door (or this URL).",
+    help="Profile a fresh GET of this path at the running lab's service (or this URL).",
 )
 @click.option(
     "--toggles",
@@ -83,31 +84,31 @@ def profile(
 
 
 def _profile_fresh_request(settings: Settings, url: str, pinned: str | None) -> str:
-    headers = {PROFILE_HEADER: "on"}
+    """A fresh, profiled GET at the service (never an edge cache hit, which runs no service)."""
+    if not url.startswith(("/", "http://", "https://")):
+        bad_argument(f"--url {url!r}: give a path starting with / (or a whole URL)")
+    configuration = Toggles().label()
     if pinned is not None:
         try:
-            headers[TOGGLE_HEADER] = Toggles.parse_override(pinned, base=Toggles()).label()
+            configuration = Toggles.parse_override(pinned, base=Toggles()).label()
         except ToggleError as exc:
             bad_argument(str(exc))
-    target = url if url.startswith(("http://", "https://")) else _front_door(settings) + url
-    try:
-        response = httpx.get(target, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"could not reach {target} ({type(exc).__name__}): is the lab running? (latency-lab up)"
-        ) from None
-    traceresponse = response.headers.get("traceresponse", "")
-    if response.status_code >= 400 or traceresponse.count("-") != 3:
-        raise click.ClickException(
-            f"{target} answered {response.status_code} without a trace to profile: "
-            f"{response.text[:200]}"
-        )
-    return traceresponse.split("-")[1]
+    base, target = _split(url, settings)
+    with AdminClient.from_settings(settings, base_url=base, url_hint="--url") as client:
+        try:
+            return client.profiled_get(target, configuration)
+        except AdminError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-def _front_door(settings: Settings) -> str:
-    info = read_lab_info(settings)
-    return (info.urls.get("edge") if info else None) or settings.edge_url
+def _split(url: str, settings: Settings) -> tuple[str, str]:
+    """(the service's base URL, path and query) from ``--url``."""
+    if url.startswith("/"):
+        info = read_lab_info(settings)
+        return (info.urls.get("service") if info else None) or settings.resolved_service_url, url
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return f"{parts.scheme}://{parts.netloc}", target or "/"
 
 
 def _wait_for_profiles(settings: Settings, trace_id: str, *, wait: bool) -> list[dict[str, Any]]:

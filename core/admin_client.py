@@ -29,12 +29,16 @@ from pydantic import ValidationError
 
 from latency_lab.core.access import ADMIN_TOKEN_HEADER
 from latency_lab.core.settings import Settings
-from latency_lab.core.toggles import Toggles
+from latency_lab.core.toggles import PROFILE_HEADER, TOGGLE_HEADER, Toggles
 from latency_lab.core.world import World
+from latency_lab.telemetry.accounting import trace_id_of
 
 DEFAULT_TIMEOUT_S = 10.0
 TOKEN_HINT = "set LAB_ADMIN_TOKEN to the lab's admin token"
 SERVICE_LOG_HINT = "see the service's log (LAB_VAR_DIR/log/service.log)"
+
+
+PROFILED_TIMEOUT_S = 60.0  # a profiled all-off list takes seconds on a busy machine
 
 
 class AdminProblem(StrEnum):
@@ -147,6 +151,23 @@ class AdminClient:
             return response.json()
         except ValueError:
             raise self._not_the_lab(path) from None
+
+    def profiled_get(
+        self, target: str, configuration: str, *, timeout_s: float = PROFILED_TIMEOUT_S
+    ) -> str:
+        """``GET target`` at the service in ``configuration``, profiled (``X-Lab-Profile: on``,
+        which needs what the admin API needs); the trace id its profile is stored under."""
+        headers = {PROFILE_HEADER: "on", TOGGLE_HEADER: configuration}
+        try:
+            response = self._http.get(target, headers=headers, timeout=timeout_s)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._unreachable(exc) from None
+        if response.is_error:
+            raise self._refusal("GET", target, response)
+        trace_id = trace_id_of(response.headers.get("traceresponse"))
+        if trace_id is None:
+            raise self._not_the_lab(target)
+        return trace_id
 
     def close(self) -> None:
         self._http.close()

@@ -45,7 +45,8 @@ from latency_lab.telemetry.accounting import traceresponse_header
 from latency_lab.telemetry.profiles import ProfileRun
 
 UNCACHED_PREFIXES = ("/admin", "/healthz", "/openapi.json")
-_REQUEST_COUNT = itertools.count(1)  # this process's requests, for LAB_PROFILE_EVERY
+_REQUEST_COUNT = itertools.count(1)  # this process's API requests, for LAB_PROFILE_EVERY
+NOT_SAMPLED_PREFIXES = (*UNCACHED_PREFIXES, "/static")  # health checks and admin are no sample
 STATIC_MAX_AGE_S = 300
 
 
@@ -80,9 +81,9 @@ def _begin() -> None:
     profiled = _profile_requested(service.settings)
     # The configuration travels with the trace context (W3C baggage) into the request's jobs,
     # so a job is labelled with the configuration its request ran under (and is profiled too).
+    # Both are always set: a caller's own baggage header must not decide them.
     carried = baggage.set_baggage(v.CONFIG_KEY, g.toggles.label())
-    if profiled:
-        carried = baggage.set_baggage(v.PROFILE, "on", context=carried)
+    carried = baggage.set_baggage(v.PROFILE, "on" if profiled else "off", context=carried)
     g.baggage_token = otel_context.attach(carried)
     if profiled:
         g.profile_run = ProfileRun(f"{request.method} {request.path}").start()
@@ -118,15 +119,16 @@ def _profile_requested(settings: Settings) -> bool:
         if not is_admin(request.remote_addr, request.headers, settings.admin_token):
             raise ApiError(403, f"{PROFILE_HEADER} needs loopback or the admin token")
         return raw.strip().lower() == "on"
-    return settings.profile_every > 0 and next(_REQUEST_COUNT) % settings.profile_every == 0
+    if settings.profile_every <= 0 or request.path.startswith(NOT_SAMPLED_PREFIXES):
+        return False
+    return next(_REQUEST_COUNT) % settings.profile_every == 0
 
 
 def _stop_profile(span: trace.Span) -> None:
     """The request's profile goes on its server span; the trace store keeps it with the trace."""
     run: ProfileRun | None = g.pop("profile_run", None)
     if run is not None:
-        span.set_attribute(v.PROFILE, run.stop().dumps())
-        span.set_attribute(v.PROFILED, True)
+        run.stop_onto(span)
 
 
 def _loader_override(admin_token: str | None) -> LoaderStrategy | None:

@@ -144,8 +144,7 @@ class TracedJob(Job):
                     result = super().perform()
                 finally:
                     if run is not None:
-                        span.set_attribute(v.PROFILE, run.stop().dumps())
-                        span.set_attribute(v.PROFILED, True)
+                        run.stop_onto(span)
                 self._mark_outbox_delivered()
                 return result
         finally:

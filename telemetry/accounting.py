@@ -165,6 +165,15 @@ def traceresponse_header(context: SpanContext) -> str | None:
     )
 
 
+def trace_id_of(traceresponse: str | None) -> str | None:
+    """The trace id a ``traceresponse`` header names (lowercase hex), or None if it names none."""
+    parts = (traceresponse or "").strip().split("-")
+    if len(parts) != 4 or len(parts[1]) != 32:
+        return None
+    trace_id = parts[1].lower()
+    return trace_id if all(c in "0123456789abcdef" for c in trace_id) else None
+
+
 class RequestLedger(SpanProcessor):
     """Collects finished spans into the tally of the request (trace) they belong to."""
 

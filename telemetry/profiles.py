@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from latency_lab.telemetry import vocabulary
+
 PROFILE_INTERVAL_S = 0.001
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
@@ -263,6 +265,12 @@ class ProfileRun:
             rendered = SpeedscopeRenderer(show_all=True).render(session)
             self.profile = Profile(_speedscope(rendered, self.name))
         return self.profile
+
+    def stop_onto(self, span: Any) -> None:
+        """Stop, and put the profile on ``span``: the trace store keeps it with the trace
+        (``lab.profile``, moved to its ``profiles`` table) and the span says it has one."""
+        span.set_attribute(vocabulary.PROFILE, self.stop().dumps())
+        span.set_attribute(vocabulary.PROFILED, True)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ _AS_DASHBOARD_ERROR = {
 
 
 @contextmanager
-def _admin_errors() -> Iterator[None]:
+def admin_errors() -> Iterator[None]:
     """The admin client's failure, as the dashboard's error of the same meaning."""
     try:
         yield
@@ -42,13 +42,13 @@ def _admin_errors() -> Iterator[None]:
 @st.cache_data(ttl=3, show_spinner=False)
 def toggles() -> Toggles:
     """The live toggles every service process follows."""
-    with _admin_errors():
+    with admin_errors():
         return admin_client().toggles()
 
 
 def set_toggles(changes: Mapping[str, bool]) -> Toggles:
     """Change some toggles for every process (effective within 1 s)."""
-    with _admin_errors():
+    with admin_errors():
         answer = admin_client().set_toggles(dict(changes))
     toggles.clear()
     return answer
@@ -57,12 +57,12 @@ def set_toggles(changes: Mapping[str, bool]) -> Toggles:
 @st.cache_data(ttl=3, show_spinner=False)
 def world() -> World:
     """The simulated world's live settings."""
-    with _admin_errors():
+    with admin_errors():
         return admin_client().world()
 
 
 def set_world(changes: Mapping[str, Any]) -> World:
-    with _admin_errors():
+    with admin_errors():
         answer = admin_client().set_world(dict(changes))
     world.clear()
     return answer

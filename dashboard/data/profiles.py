@@ -6,20 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
 import pandas as pd
 import streamlit as st
 
-from latency_lab.core.access import ADMIN_TOKEN_HEADER
-from latency_lab.core.toggles import PROFILE_HEADER, TOGGLE_HEADER
-from latency_lab.dashboard.data.connections import LIVE_TTL_S, reading_store, settings
-from latency_lab.dashboard.data.errors import START_LAB_HINT, ServiceUnavailable
+from latency_lab.dashboard.data.admin import admin_errors
+from latency_lab.dashboard.data.connections import LIVE_TTL_S, admin_client, reading_store
 from latency_lab.dashboard.data.summaries import SERVICE_ROLE
 from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.profiles import Profile
 
 TOP_FUNCTIONS = 15
-PROFILE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,21 +106,7 @@ def request_of(trace_id: str) -> ProfiledKind | None:
 
 def profile_request(target: str, config: str) -> str:
     """Send ``GET target`` to the service in ``config``, profiled; its trace id."""
-    lab = settings()
-    headers = {PROFILE_HEADER: "on", TOGGLE_HEADER: config}
-    if lab.admin_token:
-        headers[ADMIN_TOKEN_HEADER] = lab.admin_token
-    url = lab.resolved_service_url.rstrip("/") + target
-    try:
-        response = httpx.get(url, headers=headers, timeout=PROFILE_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        what = f"{url} did not answer ({type(exc).__name__})."
-        raise ServiceUnavailable(what, START_LAB_HINT) from None
-    traceresponse = response.headers.get("traceresponse", "")
-    if response.status_code >= 400 or traceresponse.count("-") != 3:
-        raise ServiceUnavailable(
-            f"{url} answered {response.status_code} without a trace to profile.",
-            "Look at the service's log (LAB_VAR_DIR/log/service.log).",
-        )
+    with admin_errors():
+        trace_id = admin_client().profiled_get(target, config)
     trace_profiles.clear()
-    return traceresponse.split("-")[1]
+    return trace_id

@@ -309,7 +309,7 @@ class TraceStore:
         """The profiles of one trace's spans, the front door's request first, then its jobs:
         ``trace_id``, ``span_id``, ``service``, ``name``, ``start_ns``, ``document``."""
         p = profiles_table.c
-        query = select(profiles_table).where(p.trace_id == trace_id).order_by(p.start_ns)
+        query = select(profiles_table).where(p.trace_id == trace_id.lower()).order_by(p.start_ns)
         with self._read() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 

@@ -181,3 +181,39 @@ def test_profile_says_clearly_what_is_wrong(
     assert neither.exit_code == 2 and "give a TRACE_ID" in neither.output
     for result in (not_an_id, unknown, no_profile, neither):
         assert "Traceback" not in result.output
+
+
+# --- who decides what is profiled --------------------------------------------------------------
+@pytest.mark.usefixtures("worker_process")
+def test_a_callers_own_baggage_does_not_profile_its_jobs(
+    service_process: ServiceProcess, store: TraceStore
+) -> None:
+    """``lab.profile`` in a caller's W3C baggage is the service's to decide, not the caller's."""
+    response = httpx.get(
+        service_process.url + LIST,
+        headers={TOGGLE_HEADER: EAGER_OFFLOAD.label(), "baggage": f"{v.PROFILE}=on"},
+        timeout=30,
+    )
+    trace_id = trace_id_of(response)
+
+    eventually(lambda: v.SPAN_JOB in {s["name"] for s in store.trace_spans(trace_id)}, timeout_s=20)
+    assert store.trace_profiles(trace_id) == []
+
+
+def test_sampling_counts_api_requests_only(lab_factory: Any) -> None:
+    """``LAB_PROFILE_EVERY=2``: health checks and admin calls take no sample."""
+    lab = lab_factory(LAB_PROFILE_EVERY=2)
+    for _ in range(3):
+        lab.client.get("/healthz")
+        lab.client.get("/admin/toggles")
+    ids = [trace_id_of(lab.get(LIST, ALL_OFF.label())) for _ in range(4)]
+
+    profiled = [bool(lab.server_span(t).attributes.get(v.PROFILED)) for t in ids]
+
+    assert profiled == [False, True, False, True]
+
+
+def test_profile_url_must_be_a_path_or_a_url(cli_env: Path) -> None:
+    result = CliRunner().invoke(cli, ["profile", "--url", "api/leads"])
+
+    assert result.exit_code == 2 and "give a path starting with /" in result.output

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 from sqlalchemy import create_engine, text
 
+from latency_lab.telemetry.accounting import trace_id_of
 from latency_lab.telemetry.profiles import CodeGroup, Profile, group_of, profiling
 
 SCHEMA = json.loads((Path(__file__).parent / "speedscope" / "file-format-schema.json").read_text())
@@ -92,3 +93,18 @@ def test_built_ins_are_grouped_by_name(name: str, group: CodeGroup) -> None:
 def test_what_is_not_a_profile_is_refused_clearly(text_: str) -> None:
     with pytest.raises(ValueError, match="not a speedscope profile"):
         Profile.loads(text_)
+
+
+@pytest.mark.parametrize(
+    ("header", "trace_id"),
+    [
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+         "4bf92f3577b34da6a3ce929d0e0e4736"),
+        (None, None),
+        ("", None),
+        ("00-nothex-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-01", None),
+    ],
+)  # fmt: skip
+def test_a_traceresponse_names_its_trace(header: str | None, trace_id: str | None) -> None:
+    assert trace_id_of(header) == trace_id
