@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import httpx
 
+from latency_lab.core.access import ADMIN_TOKEN_HEADER
 from latency_lab.core.toggles import LOADER_HEADER, TOGGLE_HEADER
 from latency_lab.telemetry.accounting import ServerTiming, parse_server_timing
 from latency_lab.telemetry.percentiles import nearest_rank
@@ -225,7 +226,7 @@ class LoadGenerator:
         if self.spec.loader:
             headers[LOADER_HEADER] = self.spec.loader
         if self.spec.admin_token:
-            headers["X-Lab-Admin-Token"] = self.spec.admin_token
+            headers[ADMIN_TOKEN_HEADER] = self.spec.admin_token
         with httpx.Client(
             base_url=self.spec.base_url,
             headers=headers,

@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}
-OLD_TOP_LEVEL = {"service", "telemetry", "dashboard", "seed", "benchmarks"}
+BARE_NAMES = set(LAYER_OF)  # our folders, imported without latency_lab.
 MAX_LINES = 500
 
 
@@ -84,7 +84,7 @@ def test_our_code_is_imported_by_its_distinctive_name(folder: str) -> None:
         for path in _python_files(folder)
         if "user_projects" not in path.parts and "sample_app" not in path.parts
         for line, module in _imported_modules(path)
-        if module.split(".")[0] in OLD_TOP_LEVEL
+        if module.split(".")[0] in BARE_NAMES
     ]
     assert bare == []
 

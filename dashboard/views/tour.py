@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from latency_lab.dashboard import configs, data, panels, tour
+from latency_lab.dashboard import configs, data, panels, tour_steps
 
 REFRESH_S = 2.0
 STEP_TRAFFIC_REQUESTS = 200
 
 
-def _apply(step: tour.TourStep) -> None:
+def _apply(step: tour_steps.TourStep) -> None:
     toggles = configs.cumulative(step.number)
     try:
         data.set_toggles(toggles.model_dump())
@@ -23,7 +23,7 @@ def _apply(step: tour.TourStep) -> None:
         st.session_state["tour_problem"] = error
 
 
-def _send_traffic(step: tour.TourStep) -> None:
+def _send_traffic(step: tour_steps.TourStep) -> None:
     mix = panels.TRAFFIC[step.traffic] or {}
     try:
         data.start_load(requests=STEP_TRAFFIC_REQUESTS, concurrency=4, rate_per_s=None, mix=mix)
@@ -31,7 +31,7 @@ def _send_traffic(step: tour.TourStep) -> None:
         st.session_state["tour_problem"] = error
 
 
-def actions(step: tour.TourStep) -> None:
+def actions(step: tour_steps.TourStep) -> None:
     left, right = st.columns(2)
     left.button(
         f"Switch the lab to step {step.number}",
@@ -55,7 +55,7 @@ def actions(step: tour.TourStep) -> None:
 
 
 @panels.guarded
-def checks(step: tour.TourStep) -> None:
+def checks(step: tour_steps.TourStep) -> None:
     """The step's checks against the previous configuration, refreshed live."""
     window_s = panels.selected_window()
     for check in step.checks:
@@ -64,13 +64,15 @@ def checks(step: tour.TourStep) -> None:
             if check.route and check.method
             else data.config_summary(window_s, check.route)
         )
-        result = tour.evaluate(
-            check, tour.row_for(summary, step.previous_config), tour.row_for(summary, step.config)
+        result = tour_steps.evaluate(
+            check,
+            tour_steps.row_for(summary, step.previous_config),
+            tour_steps.row_for(summary, step.config),
         )
         show = {True: st.success, False: st.error, None: st.info}[result.passed]
         show(f"{result.text} {result.mark}")
-    if step.number == len(tour.STEPS) - 1:
-        result = tour.journey(data.config_summary(window_s))
+    if step.number == len(tour_steps.STEPS) - 1:
+        result = tour_steps.journey(data.config_summary(window_s))
         st.markdown(
             f"**The whole journey:** {result.text} {result.mark} (the article: 500 ms → 50 ms)"
         )
@@ -80,7 +82,7 @@ def checks(step: tour.TourStep) -> None:
     )
 
 
-def code(step: tour.TourStep) -> None:
+def code(step: tour_steps.TourStep) -> None:
     st.markdown("**The code this switch selects**")
     for target in step.code:
         module, _, name = target.partition(":")
@@ -91,16 +93,16 @@ def code(step: tour.TourStep) -> None:
 def main() -> None:
     st.title("Guided tour")
     st.caption("From 500 ms to 50 ms, one optimization at a time, as the article tells it.")
-    titles = [f"{step.number}. {step.title.split(':')[0]}" for step in tour.STEPS]
+    titles = [f"{step.number}. {step.title.split(':')[0]}" for step in tour_steps.STEPS]
     chosen = st.radio(
         "Step",
-        range(len(tour.STEPS)),
+        range(len(tour_steps.STEPS)),
         format_func=titles.__getitem__,
         horizontal=True,
         key="tour_step",
         label_visibility="collapsed",
     )
-    step = tour.STEPS[int(chosen or 0)]
+    step = tour_steps.STEPS[int(chosen or 0)]
     st.header(f"Step {step.number} · {step.title}")
     st.markdown(step.story)
     st.info(f"**What to look for.** {step.look_for}", icon=":material/visibility:")

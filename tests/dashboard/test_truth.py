@@ -46,7 +46,7 @@ import pytest
 import redis
 
 from latency_lab.core.toggles import Toggles
-from latency_lab.dashboard import configs, panels, tour
+from latency_lab.dashboard import configs, panels, tour_steps
 from latency_lab.dashboard.views.compare import TABLE_COLUMNS
 from latency_lab.telemetry.percentiles import nearest_rank
 from latency_lab.telemetry.store import TraceStore
@@ -727,7 +727,7 @@ def check_tour(
     main = page.locator('[data-testid="stMain"]')
     main.get_by_text("Live check").wait_for(timeout=WAIT_S * 1000)
     for number in (0, 2, 5):
-        step = tour.STEPS[number]
+        step = tour_steps.STEPS[number]
         title = f"{number}. {step.title.split(':')[0]}"
         main.locator('[data-testid="stRadio"]').get_by_text(title, exact=True).click()
         page.get_by_role("heading", name=re.compile(rf"^Step {number} ")).wait_for(
@@ -735,10 +735,10 @@ def check_tour(
         )
         wanted = []
         for check in step.checks:
-            source = lists if check.route == tour.LIST_ROUTE else expected
-            if check.route not in (None, tour.LIST_ROUTE):
+            source = lists if check.route == tour_steps.LIST_ROUTE else expected
+            if check.route not in (None, tour_steps.LIST_ROUTE):
                 continue  # /api/stats at the service: not sent in a step's configuration pair
-            result = tour.evaluate(
+            result = tour_steps.evaluate(
                 check, source.get(step.previous_config or ""), source.get(step.config)
             )
             wanted.append(f"{result.text} {result.mark}")
@@ -758,7 +758,7 @@ def check_tour(
     summary = pd.DataFrame(
         [{**row, "config": config, "trace_ids": None} for config, row in expected.items()]
     )
-    journey = tour.journey(summary)
+    journey = tour_steps.journey(summary)
     line = f"The whole journey: {journey.text} {journey.mark}"
     text = main.inner_text()
     report.check(
