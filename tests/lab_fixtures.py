@@ -376,6 +376,18 @@ def eventually(
 
 
 # --- the whole lab, as a user starts it ----------------------------------------------------------
+def lab_up_env(var_dir: Path, **values: str) -> dict[str, str]:
+    """The environment of a ``latency-lab up`` of a test's own: its var dir, every port free,
+    spans exported every 100 ms (``values`` win)."""
+    ports = {
+        f"LAB_{name}_PORT": str(free_port())
+        for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")
+    }
+    return process_env(
+        LAB_VAR_DIR=str(var_dir), **ports, **({"OTEL_BSP_SCHEDULE_DELAY": "100"} | values)
+    )
+
+
 @contextmanager
 def latency_lab_up(
     var_dir: Path, *, seed_leads: int, timeout_s: float = 90.0
@@ -383,14 +395,7 @@ def latency_lab_up(
     """``latency-lab up`` on free ports in ``var_dir`` (one gunicorn worker, one RQ worker, a
     seeded data set of ``seed_leads``), with the fast world; yields the URLs it wrote to
     ``lab.json`` once the dashboard answers, and stops the whole lab afterwards."""
-    env = process_env(
-        LAB_VAR_DIR=str(var_dir),
-        **{
-            f"LAB_{name}_PORT": str(free_port())
-            for name in ("EDGE", "SERVICE", "THIRDPARTY", "DASHBOARD")
-        },
-        OTEL_BSP_SCHEDULE_DELAY="200",  # spans reach the store within a fraction of a second
-    )
+    env = lab_up_env(var_dir, OTEL_BSP_SCHEDULE_DELAY="200")
     command = [
         str(Path(sys.executable).parent / "latency-lab"),
         "up",

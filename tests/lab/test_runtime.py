@@ -44,6 +44,7 @@ from latency_lab.lab.runtime import (
     redact_url,
 )
 from latency_lab.lab.supervisor import RestartPolicy
+from tests.lab_fixtures import lab_up_env, process_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLEEP = "import time\nwhile True: time.sleep(1)"
@@ -95,17 +96,6 @@ def _no_lab_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_settings(**values: Any) -> Settings:
     """Settings from these values (by environment name) and the defaults."""
     return Settings(**values)
-
-
-def clean_env(**values: str) -> dict[str, str]:
-    """Our environment without any lab settings (and without REDIS_URL), plus ``values``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LAB_", "OTEL_")) and k != "REDIS_URL"
-    }
-    env.update(values)
-    return env
 
 
 # --- what runs, in which order ------------------------------------------------------------------
@@ -190,7 +180,7 @@ def test_passwords_are_not_printed() -> None:
 # --- the supervisor with stand-in processes ------------------------------------------------------
 @pytest.fixture
 def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
-    sup = Supervisor(tmp_path / "log", clean_env())
+    sup = Supervisor(tmp_path / "log", process_env())
     yield sup
     sup.stop(grace_s=1)
 
@@ -521,7 +511,7 @@ def write_lab_json(var: Path, children: dict[str, dict[str, Any]]) -> None:
 
 # --- the real thing ------------------------------------------------------------------------------
 def test_exposed_host_without_token_refuses_to_start(tmp_path: Path) -> None:
-    env = clean_env(LAB_VAR_DIR=str(tmp_path / "var"), LAB_HOST="0.0.0.0")
+    env = process_env(LAB_VAR_DIR=str(tmp_path / "var"), LAB_HOST="0.0.0.0")
     done = subprocess.run(
         [sys.executable, "-m", "latency_lab.cli.main", "up", "--no-dashboard"],
         cwd=REPO_ROOT,
@@ -541,14 +531,7 @@ def test_exposed_host_without_token_refuses_to_start(tmp_path: Path) -> None:
 def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str], Path]]:
     """`latency-lab up` with its own Redis, a small seed and free ports, as a user runs it."""
     var = tmp_path / "var"
-    env = clean_env(
-        LAB_VAR_DIR=str(var),
-        LAB_EDGE_PORT=str(free_port()),
-        LAB_SERVICE_PORT=str(free_port()),
-        LAB_THIRDPARTY_PORT=str(free_port()),
-        LAB_DASHBOARD_PORT=str(free_port()),
-        OTEL_BSP_SCHEDULE_DELAY="100",
-    )
+    env = lab_up_env(var)
     with open(tmp_path / "stdout.txt", "wb") as out, open(tmp_path / "stderr.txt", "wb") as err:
         process = subprocess.Popen(
             [

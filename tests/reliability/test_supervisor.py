@@ -41,11 +41,10 @@ import redis
 from rq import Queue
 
 from latency_lab.core.settings import Settings
-from latency_lab.lab.redis_server import free_port
 from latency_lab.service.db import build_engine, session_factory
 from latency_lab.service.offload import QUEUE_NAME
 from latency_lab.service.outbox import counts
-from tests.lab_fixtures import FAST_WORLD, eventually, process_env
+from tests.lab_fixtures import FAST_WORLD, eventually, lab_up_env
 from tests.reliability.conftest import busy_horses
 from tests.reliability.test_redis_outage import delivered_once_each
 
@@ -129,14 +128,7 @@ class RunningLab:
 def running_lab(workdir: Path, *options: str) -> Iterator[RunningLab]:
     """`latency-lab up` with its own Redis, free ports and a small seed; offload on, fast world.
     Stopped at the end with Ctrl-C, checking that it exits 0 and leaves no process behind."""
-    env = process_env(
-        LAB_VAR_DIR=str(workdir / "var"),
-        LAB_EDGE_PORT=str(free_port()),
-        LAB_SERVICE_PORT=str(free_port()),
-        LAB_THIRDPARTY_PORT=str(free_port()),
-        LAB_DASHBOARD_PORT=str(free_port()),
-        OTEL_BSP_SCHEDULE_DELAY="100",
-    )
+    env = lab_up_env(workdir / "var")
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
         process = subprocess.Popen(
             [
