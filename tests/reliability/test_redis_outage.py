@@ -83,21 +83,44 @@ def test_reads_fail_open_when_redis_is_killed(stack: Stack, service: Lab) -> Non
     assert 'cache-redis;desc="hit"' in again.headers["Server-Timing"]
 
 
-def test_a_hung_redis_costs_a_read_at_most_the_socket_timeout(stack: Stack, service: Lab) -> None:
+def redis_commands(lab: Lab, trace_id: str) -> list[str]:
+    """The Redis commands a request sent (its Redis client spans), in order."""
+    return [
+        s.name for s in lab.spans.get_finished_spans()
+        if f"{s.context.trace_id:032x}" == trace_id
+        and v.first_attribute(s.attributes, v.DB_SYSTEM_KEYS) == "redis"
+    ]  # fmt: skip
+
+
+def test_a_hung_redis_costs_a_read_one_lookup_then_nothing(stack: Stack, service: Lab) -> None:
+    """A Redis that accepts connections and never answers (SIGSTOP) must not hang reads.
+
+    Counted, not timed: each request's L1 lookup sends one command that times out (0.25 s, one
+    immediate retry), the request still answers 200 from the database, and once the shared-state
+    poller has seen Redis fail, reads send Redis nothing at all. The one wall-clock bound is loose
+    on purpose (a busy CI machine adds scheduling delay): it separates "paid a socket timeout"
+    from "hung on Redis", which is what a user would notice.
+    """
     toggles = "redis_cache=on"
     service.get("/api/leads?limit=10", toggles=toggles)
     assert stack.redis_server.process is not None
     os.kill(stack.redis_server.process.pid, signal.SIGSTOP)  # accepts connections, never answers
     try:
-        durations = [timed_get(service, "/api/leads?limit=10", toggles)[0] for _ in range(5)]
+        first_s, first = timed_get(service, "/api/leads?limit=10", toggles)
         time.sleep(0.8)  # the shared-state poller has timed out too by now
-        after = [timed_get(service, "/api/leads?limit=10", toggles)[0] for _ in range(5)]
+        after = [service.get("/api/leads?limit=10", toggles=toggles) for _ in range(5)]
     finally:
         os.kill(stack.redis_server.process.pid, signal.SIGCONT)
 
-    # 0.25 s socket timeout, one immediate retry: a request pays at most two timeouts.
-    assert max(durations) < 0.8, durations
-    assert max(after) < 0.2, after
+    assert first.status_code == 200
+    assert first_s < 2.0, f"a read against a hung Redis took {first_s:.2f} s"
+    assert l1_span(service, trace_id_of(first))[v.CACHE_ERROR] == "TimeoutError"
+    assert len(redis_commands(service, trace_id_of(first))) == 1  # the generation GET, given up
+    for response in after:
+        assert response.status_code == 200
+        assert response.json == first.json
+        assert l1_span(service, trace_id_of(response))[v.CACHE_ERROR] == "RedisUnavailable"
+        assert redis_commands(service, trace_id_of(response)) == []
 
 
 def test_writes_keep_their_side_effects_in_the_outbox_until_redis_is_back(
