@@ -69,8 +69,8 @@ def test_reads_fail_open_when_redis_is_killed(stack: Stack, service: Lab) -> Non
         assert response.status_code == 200  # type: ignore[attr-defined]
         assert response.json == before.json  # type: ignore[attr-defined]
         assert 'cache-redis;desc="miss"' in response.headers["Server-Timing"]  # type: ignore[attr-defined]
-    assert first_s < 1.0, f"first read after the kill took {first_s:.2f} s"
-    assert later_s < 0.3, f"reads once Redis is known down took {later_s:.2f} s"
+    assert first_s < 2.0, f"first read after the kill took {first_s:.2f} s"
+    assert later_s < 1.0, f"reads once Redis is known down took {later_s:.2f} s"
     assert l1_span(service, trace_id_of(first))[v.CACHE_ERROR] == "ConnectionError"
     assert l1_span(service, trace_id_of(later))[v.CACHE_ERROR] == "RedisUnavailable"
     assert stats.status_code == 200 and stats.json["total"] == 120
