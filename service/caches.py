@@ -35,6 +35,7 @@ from typing import Any
 import redis
 from cachetools import TTLCache
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.lock import Lock
 
 from latency_lab.telemetry import vocabulary as v
@@ -77,9 +78,12 @@ class RedisCache:
         with self._tracer.start_as_current_span(v.cache_span_name(v.CacheLayer.REDIS)) as span:
             span.set_attribute(v.CACHE_LAYER, v.CacheLayer.REDIS.value)
             span.set_attribute(v.CACHE_KEY_HASH, key_hash(key))
-            generation, cached = self._lookup_failing_open(key, span)
-            if cached is None and generation is not None:
-                lock, cached = self._single_flight(f"{key}@{generation}", span)
+            # The lookup's Redis commands are its implementation: the lookup span (outcome,
+            # error, wait) is what people read, so the commands get no span of their own.
+            with suppress_instrumentation():
+                generation, cached = self._lookup_failing_open(key, span)
+                if cached is None and generation is not None:
+                    lock, cached = self._single_flight(f"{key}@{generation}", span)
             if cached is not None:
                 span.set_attribute(v.CACHE_OUTCOME, v.CacheOutcome.HIT.value)
                 return json.loads(cached)

@@ -31,6 +31,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from rq import Queue, Retry
 
@@ -168,13 +169,14 @@ def enqueue(
         if outbox:
             meta[tasks.OUTBOX_META_KEY] = kwargs["event_id"]
         try:
-            job = queue.enqueue(
-                task,
-                kwargs=kwargs,
-                meta=meta,
-                retry=RETRY,
-                job_id=job_id_for(task.__name__, kwargs["event_id"]),
-            )
+            with suppress_instrumentation():  # RQ's Redis commands: the enqueue span says it all
+                job = queue.enqueue(
+                    task,
+                    kwargs=kwargs,
+                    meta=meta,
+                    retry=RETRY,
+                    job_id=job_id_for(task.__name__, kwargs["event_id"]),
+                )
         except Exception as exc:  # Redis down: reported, the request itself goes on
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             log.warning("could not enqueue %s: %s", task.__name__, exc)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from flask import Flask, Response, g, request
@@ -32,12 +33,15 @@ from latency_lab.core.errors import ApiError
 from latency_lab.core.settings import Settings
 from latency_lab.core.toggles import (
     CONFIG_HEADER,
+    EAGER_LOADERS,
     LOADER_HEADER,
     PROFILE_HEADER,
     TOGGLE_HEADER,
     ToggleError,
     Toggles,
+    loader_choices,
 )
+from latency_lab.core.world import World
 from latency_lab.service.context import service_context
 from latency_lab.service.lead_loader import LoaderStrategy, choose_strategy
 from latency_lab.telemetry import vocabulary as v
@@ -132,30 +136,39 @@ def _stop_profile(span: trace.Span) -> None:
 
 
 def _loader_override(admin_token: str | None) -> LoaderStrategy | None:
-    """``X-Lab-Loader: joined|selectin`` picks the eager strategy for one request (the bench
-    measures both side by side)."""
+    """``X-Lab-Loader: joined|selectin|rows|json`` picks the eager strategy for one request (the
+    bench measures them side by side)."""
     raw = request.headers.get(LOADER_HEADER)
     if raw is None:
         return None
     if not is_admin(request.remote_addr, request.headers, admin_token):
         raise ApiError(403, f"{LOADER_HEADER} needs loopback or the admin token")
-    if raw not in (LoaderStrategy.JOINED, LoaderStrategy.SELECTIN):
+    if raw not in EAGER_LOADERS:
         raise ApiError(
-            400, f"{LOADER_HEADER} must be joined or selectin, got {raw!r}", header=LOADER_HEADER
+            400, f"{LOADER_HEADER} must be {loader_choices()}, got {raw!r}", header=LOADER_HEADER
         )
     return LoaderStrategy(raw)
 
 
 def _describe_configuration(span: trace.Span) -> None:
-    toggles: Toggles = g.toggles
-    for name, enabled in toggles.model_dump().items():
-        span.set_attribute(v.TOGGLE_PREFIX + name, enabled)
-    for name, value in g.world.flat().items():
-        span.set_attribute(v.WORLD_PREFIX + name, value)
-    span.set_attribute(v.CONFIG_KEY, toggles.label())
+    span.set_attributes(_configuration_attributes(g.toggles, g.world, current_loader()))
     via = ", ".join(request.headers.getlist("Via"))
     span.set_attribute(v.REQ_FRONT_DOOR, v.EDGE_PSEUDONYM not in via)  # else the edge is
-    span.set_attribute(v.ORM_LOADER, current_loader().value)
+
+
+@functools.lru_cache(maxsize=256)
+def _configuration_attributes(
+    toggles: Toggles, world: World, loader: LoaderStrategy
+) -> dict[str, bool | float | str]:
+    """The configuration's span attributes, built once per configuration rather than on every
+    request (the toggles and the world change only when someone changes them). Read-only."""
+    attributes: dict[str, bool | float | str] = {
+        v.TOGGLE_PREFIX + name: enabled for name, enabled in toggles.model_dump().items()
+    }
+    attributes.update({v.WORLD_PREFIX + name: value for name, value in world.flat().items()})
+    attributes[v.CONFIG_KEY] = toggles.label()
+    attributes[v.ORM_LOADER] = loader.value
+    return attributes
 
 
 def _finish(response: Response) -> Response:

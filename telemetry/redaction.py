@@ -38,6 +38,8 @@ _SQL_NUMBER = re.compile(r"(?<![\w.$:%])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\
 
 def mask_text(text: str) -> str:
     """``ana@example.com`` -> ``[email]``; anything else unchanged."""
+    if "@" not in text:  # most values: no address possible, skip the regular expression
+        return text
     return EMAIL.sub(EMAIL_MASK, text)
 
 

@@ -95,9 +95,10 @@ def redis_commands(lab: Lab, trace_id: str) -> list[str]:
 def test_a_hung_redis_costs_a_read_one_lookup_then_nothing(stack: Stack, service: Lab) -> None:
     """A Redis that accepts connections and never answers (SIGSTOP) must not hang reads.
 
-    Counted, not timed: each request's L1 lookup sends one command that times out (0.25 s, one
-    immediate retry), the request still answers 200 from the database, and once the shared-state
-    poller has seen Redis fail, reads send Redis nothing at all. The one wall-clock bound is loose
+    Counted, not timed: the first read's L1 lookup times out (0.25 s, one immediate retry) and
+    the read still answers 200 from the database without trying to store; once the shared-state
+    poller has seen Redis fail, reads do not try Redis at all (``RedisUnavailable``: the lookup
+    was skipped, and no Redis command span appears). The one wall-clock bound is loose
     on purpose (a busy CI machine adds scheduling delay): it separates "paid a socket timeout"
     from "hung on Redis", which is what a user would notice.
     """
@@ -115,7 +116,7 @@ def test_a_hung_redis_costs_a_read_one_lookup_then_nothing(stack: Stack, service
     assert first.status_code == 200
     assert first_s < 2.0, f"a read against a hung Redis took {first_s:.2f} s"
     assert l1_span(service, trace_id_of(first))[v.CACHE_ERROR] == "TimeoutError"
-    assert len(redis_commands(service, trace_id_of(first))) == 1  # the generation GET, given up
+    assert redis_commands(service, trace_id_of(first)) == []  # no store after a failed lookup
     for response in after:
         assert response.status_code == 200
         assert response.json == first.json
