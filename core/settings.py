@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from latency_lab.core.toggles import DEFAULT_LOADER, EAGER_LOADERS, loader_choices
+
 
 class Settings(BaseSettings):
     """The lab's configuration. Environment names are given by each field's alias."""
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     redis_cache_ttl_s: int = Field(300, alias="LAB_REDIS_CACHE_TTL", ge=1)
     app_cache_ttl_s: int = Field(60, alias="LAB_APP_CACHE_TTL", ge=1)
     edge_max_age_s: int = Field(30, alias="LAB_EDGE_MAX_AGE", ge=0)
-    loader_strategy: str = Field("joined", alias="LAB_LOADER_STRATEGY")
+    loader_strategy: str = Field(DEFAULT_LOADER, alias="LAB_LOADER_STRATEGY")
     # Profile every Nth request of each service process (0: only those sending X-Lab-Profile).
     profile_every: int = Field(0, alias="LAB_PROFILE_EVERY", ge=0)
     max_body_bytes: int = Field(64 * 1024, alias="LAB_MAX_BODY_BYTES", ge=1024)
@@ -46,12 +48,14 @@ class Settings(BaseSettings):
     trace_retention_max_spans: int = Field(
         2_000_000, alias="LAB_TRACE_RETENTION_MAX_SPANS", ge=1000
     )
+    # Delivered outbox rows are deleted this long after delivery (failed and dropped ones stay).
+    outbox_retention_hours: float = Field(24.0, alias="LAB_OUTBOX_RETENTION_HOURS", gt=0)
 
     @field_validator("loader_strategy")
     @classmethod
     def _known_loader(cls, value: str) -> str:
-        if value not in ("joined", "selectin"):
-            raise ValueError("LAB_LOADER_STRATEGY must be 'joined' or 'selectin'")
+        if value not in EAGER_LOADERS:
+            raise ValueError(f"LAB_LOADER_STRATEGY must be {loader_choices()}")
         return value
 
     @model_validator(mode="after")

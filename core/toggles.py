@@ -17,8 +17,12 @@ TOGGLE_HEADER = "X-Lab-Toggles"
 # Response header: the configuration that produced the response (what an HTTP cache in front,
 # such as the nginx edge, reads to tell "edge cache off" from "not cacheable").
 CONFIG_HEADER = "X-Lab-Config"
-# Picks the eager loader (joined | selectin) for one request; same access rule as the toggles.
+# Picks the eager loader for one request; same access rule as the toggles.
 LOADER_HEADER = "X-Lab-Loader"
+# The eager loaders (service.lead_loader.LoaderStrategy), from the article's single JOIN to the
+# database building the JSON: what LAB_LOADER_STRATEGY and X-Lab-Loader accept.
+EAGER_LOADERS = ("joined", "selectin", "rows", "json")
+DEFAULT_LOADER = "json"  # the fastest, measured: docs/performance.md
 # ``on`` profiles this request (and its jobs) with the sampling profiler; same access rule.
 PROFILE_HEADER = "X-Lab-Profile"
 
@@ -119,3 +123,8 @@ def _parse_switch(name: str, raw: str) -> bool:
 
 def _known() -> str:
     return ", ".join(t.value for t in Toggle)
+
+
+def loader_choices() -> str:
+    """``joined, selectin, rows or json``: for error messages."""
+    return f"{', '.join(EAGER_LOADERS[:-1])} or {EAGER_LOADERS[-1]}"

@@ -23,7 +23,8 @@ from latency_lab.core.errors import ApiError, field_errors
 from latency_lab.service import offload, outbox, tasks
 from latency_lab.service.caches import AppCache, RedisCache
 from latency_lab.service.context import request_session, service_context
-from latency_lab.service.lead_loader import LeadQuery, LoaderStrategy, load_one, load_page
+from latency_lab.service.lead_loader import LoaderStrategy, load_one, load_page
+from latency_lab.service.lead_page import LeadQuery
 from latency_lab.service.models import Lead, LeadMetadata, Tag, User
 from latency_lab.service.offload import Outcome, offload_or_call
 from latency_lab.service.outbox import SideEffect, StoredEffect

@@ -3,31 +3,46 @@
 Before (``eager_loading`` off): one statement for the page of leads, then, while each lead is
 serialized, one lazy load each for its owner, its tags and its metadata: 1 + 3N statements.
 
-After (``eager_loading`` on): the loader options fetch everything up front. ``joined`` builds one
-statement with LEFT OUTER JOINs; ``selectin`` runs the page query plus one ``IN (...)`` query per
-relationship (4 statements, whatever N is). The JSON is the same either way.
+After (``eager_loading`` on), one of four strategies, the same JSON from each:
 
-The page's ``total`` rides along as ``count(*) OVER ()`` so the count costs no extra statement.
+* ``joined``, the article's fix: the loader options fetch everything up front in one statement
+  with LEFT OUTER JOINs, one row per lead x tag x metadata entry, made unique again in Python.
+* ``selectin``: the page, then one ``IN (...)`` query per relationship (4 statements).
+* ``rows``: the same three reads as plain rows (Core), no ORM objects (3 statements): what is
+  left once the ORM stops building objects.
+* ``json`` (the default): the database builds each lead's document, one statement
+  (:mod:`~latency_lab.service.lead_documents`): the ORM's cost, visible.
+
+The page's ``total`` rides in the page's statement (:mod:`~latency_lab.service.lead_page`).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from latency_lab.service.models import Lead, Tag
+from latency_lab.core.toggles import EAGER_LOADERS
+from latency_lab.service import lead_documents
+from latency_lab.service.lead_page import LeadPage, LeadQuery, page_total, paged, total_column
+from latency_lab.service.models import Lead, LeadMetadata, Tag, User, lead_tags
 
 
 class LoaderStrategy(StrEnum):
     LAZY = "lazy"
     JOINED = "joined"
     SELECTIN = "selectin"
+    ROWS = "rows"
+    JSON = "json"
+
+
+# The eager ones, as core.toggles names them for settings and headers (a test keeps them equal).
+EAGER_STRATEGIES = tuple(LoaderStrategy(name) for name in EAGER_LOADERS)
 
 
 def choose_strategy(
@@ -40,22 +55,8 @@ def choose_strategy(
     return requested or default
 
 
-@dataclass(frozen=True)
-class LeadQuery:
-    limit: int = 100
-    offset: int = 0
-    status: str | None = None
-    tag: str | None = None
-
-
-@dataclass(frozen=True)
-class LeadPage:
-    leads: list[dict[str, Any]]
-    total: int
-
-
 def loader_options(strategy: LoaderStrategy) -> Sequence[LoaderOption]:
-    """The whole fix for the N+1, in one place."""
+    """The whole fix for the N+1, in one place (for the ORM loaders)."""
     if strategy is LoaderStrategy.JOINED:
         return (joinedload(Lead.owner), joinedload(Lead.tags), joinedload(Lead.metadata_entries))
     if strategy is LoaderStrategy.SELECTIN:
@@ -68,34 +69,25 @@ def loader_options(strategy: LoaderStrategy) -> Sequence[LoaderOption]:
 
 
 def load_page(query: LeadQuery, *, session: Session, strategy: LoaderStrategy) -> LeadPage:
-    stmt = _page_statement(query).options(*loader_options(strategy))
-    rows = session.execute(stmt).unique().all()
-    if not rows:
-        return LeadPage(leads=[], total=_count(query, session=session) if query.offset else 0)
-    return LeadPage(leads=[lead_json(lead) for lead, _ in rows], total=int(rows[0][1]))
+    if strategy is LoaderStrategy.JSON:
+        return lead_documents.load_page(query, session=session)
+    if strategy is LoaderStrategy.ROWS:
+        return _load_rows(query, session=session)
+    stmt = paged(select(Lead, total_column(query)), query).options(*loader_options(strategy))
+    result = session.execute(stmt)
+    rows = list(result.unique() if strategy is LoaderStrategy.JOINED else result)
+    return LeadPage([lead_json(lead) for lead, _ in rows], page_total(rows, query, session=session))
 
 
 def load_one(lead_id: int, *, session: Session, strategy: LoaderStrategy) -> dict[str, Any] | None:
+    if strategy is LoaderStrategy.JSON:
+        return lead_documents.load_one(lead_id, session=session)
+    if strategy is LoaderStrategy.ROWS:
+        leads = _lead_rows(_rows_select().where(Lead.id == lead_id), session=session)
+        return leads[0] if leads else None
     stmt = select(Lead).where(Lead.id == lead_id).options(*loader_options(strategy))
     lead = session.execute(stmt).unique().scalar_one_or_none()
     return lead_json(lead) if lead is not None else None
-
-
-def _filtered(stmt: Select[Any], query: LeadQuery) -> Select[Any]:
-    if query.status:
-        stmt = stmt.where(Lead.status == query.status)
-    if query.tag:
-        stmt = stmt.where(Lead.tags.any(Tag.name == query.tag))
-    return stmt
-
-
-def _page_statement(query: LeadQuery) -> Select[Any]:
-    stmt = select(Lead, func.count().over().label("total"))
-    return _filtered(stmt, query).order_by(Lead.id).limit(query.limit).offset(query.offset)
-
-
-def _count(query: LeadQuery, *, session: Session) -> int:
-    return int(session.scalar(_filtered(select(func.count(Lead.id)), query)) or 0)
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -123,6 +115,80 @@ def lead_json(lead: Lead) -> dict[str, Any]:
         },
         "tags": [tag.name for tag in lead.tags],
         "metadata": {entry.key: entry.value for entry in lead.metadata_entries},
+    }
+
+
+# --- rows: the ORM's reads, without the ORM's objects -----------------------------------------
+# The page with its owner (a many-to-one: a LEFT OUTER JOIN adds no rows), then the page's tags
+# and metadata, each in one IN (...) query, ordered as the relationships order them.
+def _rows_select(*extra: Any) -> Select[Any]:
+    owner = and_(User.id == Lead.owner_id, User.deleted_at.is_(None))  # as ``Lead.owner``
+    columns = (
+        *Lead.__table__.c,
+        User.id.label("owner_user_id"),
+        User.name.label("owner_name"),
+        User.email.label("owner_email"),
+        User.region.label("owner_region"),
+    )
+    return select(*columns, *extra).outerjoin(User, owner)
+
+
+def _load_rows(query: LeadQuery, *, session: Session) -> LeadPage:
+    rows = session.execute(paged(_rows_select(total_column(query)), query)).all()
+    return LeadPage(_documents(rows, session=session), page_total(rows, query, session=session))
+
+
+def _lead_rows(stmt: Select[Any], *, session: Session) -> list[dict[str, Any]]:
+    return _documents(session.execute(stmt).all(), session=session)
+
+
+def _documents(rows: Sequence[Any], *, session: Session) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    tags: dict[int, list[str]] = defaultdict(list)
+    tag_rows = (
+        select(lead_tags.c.lead_id, Tag.name)
+        .join(Tag, Tag.id == lead_tags.c.tag_id)
+        .where(lead_tags.c.lead_id.in_(ids))
+        .order_by(lead_tags.c.lead_id, Tag.name)
+    )
+    for lead_id, name in session.execute(tag_rows):
+        tags[lead_id].append(name)
+    metadata: dict[int, dict[str, str]] = defaultdict(dict)
+    entries = (
+        select(LeadMetadata.lead_id, LeadMetadata.key, LeadMetadata.value)
+        .where(LeadMetadata.lead_id.in_(ids))
+        .order_by(LeadMetadata.lead_id, LeadMetadata.key)
+    )
+    for lead_id, key, value in session.execute(entries):
+        metadata[lead_id][key] = value
+    return [_row_json(row, tags[row.id], metadata[row.id]) for row in rows]
+
+
+def _row_json(row: Any, tags: list[str], metadata: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "company": row.company,
+        "contact_name": row.contact_name,
+        "email": row.email,
+        "status": row.status,
+        "score": row.score,
+        "industry": row.industry,
+        "company_size": row.company_size,
+        "enriched_at": _iso(row.enriched_at),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "owner": None
+        if row.owner_user_id is None
+        else {
+            "id": row.owner_user_id,
+            "name": row.owner_name,
+            "email": row.owner_email,
+            "region": row.owner_region,
+        },
+        "tags": tags,
+        "metadata": metadata,
     }
 
 

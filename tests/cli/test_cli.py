@@ -172,7 +172,7 @@ def test_bad_world_arguments_exit_2(runner: CliRunner, arguments: list[str], mes
         ),
         (
             {"LAB_LOADER_STRATEGY": "lazy"},
-            "LAB_LOADER_STRATEGY=lazy: must be 'joined' or 'selectin'",
+            "LAB_LOADER_STRATEGY=lazy: must be joined, selectin, rows or json",
         ),
     ],
 )

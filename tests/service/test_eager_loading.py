@@ -21,6 +21,11 @@ from latency_lab.telemetry.testing import (
 from tests.lab_fixtures import Lab, trace_id_of
 
 LIST_SIZES = (1, 10, 50)
+LOADER = "X-Lab-Loader"
+# Per request, whatever N is: the article's single JOIN, the textbook selectin (page + one
+# IN (...) per relationship), plain rows (page with its owner + tags + metadata), and the
+# database-built JSON (the default).
+EAGER_STATEMENTS = {"joined": 1, "selectin": 4, "rows": 3, "json": 1}
 
 
 @pytest.mark.parametrize("size", LIST_SIZES)
@@ -33,12 +38,27 @@ def test_lazy_loading_costs_one_plus_three_n_statements(lab: Lab, size: int) -> 
     assert f'desc="{1 + 3 * size} statements"' in response.headers["Server-Timing"]
 
 
-@pytest.mark.parametrize("size", LIST_SIZES)
-def test_joined_loading_is_one_statement_whatever_the_size(lab: Lab, size: int) -> None:
+@pytest.mark.parametrize(("loader", "statements"), EAGER_STATEMENTS.items())
+def test_each_eager_loader_runs_the_same_statements_whatever_the_size(
+    lab: Lab, loader: str, statements: int
+) -> None:
+    for size in LIST_SIZES:
+        with assert_queries(statements):
+            response = lab.get(
+                f"/api/leads?limit={size}", toggles="eager_loading=on", headers={LOADER: loader}
+            )
+
+        assert len(response.json["leads"]) == size
+        assert f'desc="{statements} statements"' in response.headers["Server-Timing"]
+        assert lab.server_span(trace_id_of(response)).attributes[v.ORM_LOADER] == loader
+
+
+def test_the_default_loader_is_json_in_one_statement(lab: Lab) -> None:
     with assert_queries(1):
-        response = lab.get(f"/api/leads?limit={size}", toggles="eager_loading=on")
+        response = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
 
     assert 'desc="1 statements"' in response.headers["Server-Timing"]
+    assert lab.server_span(trace_id_of(response)).attributes[v.ORM_LOADER] == "json"
 
 
 @pytest.mark.parametrize("size", LIST_SIZES)
@@ -54,12 +74,16 @@ def test_selectin_loading_is_four_statements_whatever_the_size(
 
 
 def test_json_is_identical_lazy_or_eager(lab: Lab) -> None:
-    lazy = lab.get("/api/leads?limit=25&offset=10", toggles="eager_loading=off").json
-    joined = lab.get("/api/leads?limit=25&offset=10", toggles="eager_loading=on").json
+    path = "/api/leads?limit=25&offset=10"
+    lazy = lab.get(path, toggles="eager_loading=off")
+    eager = [
+        lab.get(path, toggles="eager_loading=on", headers={LOADER: loader})
+        for loader in EAGER_STATEMENTS
+    ]
 
-    assert lazy == joined
-    assert lazy["leads"][0]["owner"]["name"]
-    assert lazy["leads"][0]["tags"] and lazy["leads"][0]["metadata"]
+    assert all(response.data == lazy.data for response in eager)  # the bytes, not only the JSON
+    assert lazy.json["leads"][0]["owner"]["name"]
+    assert lazy.json["leads"][0]["tags"] and lazy.json["leads"][0]["metadata"]
 
 
 def test_filters_keep_the_statement_count(lab: Lab) -> None:
@@ -117,18 +141,21 @@ def test_all_statements_are_children_of_the_server_span(lab: Lab) -> None:
 
 def test_loader_header_picks_selectin_for_one_request(lab: Lab) -> None:
     with assert_queries(1):
-        joined = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
+        default = lab.get("/api/leads?limit=10", toggles="eager_loading=on")
     with assert_queries(4):
         selectin = lab.get(
-            "/api/leads?limit=10", toggles="eager_loading=on", headers={"X-Lab-Loader": "selectin"}
+            "/api/leads?limit=10", toggles="eager_loading=on", headers={LOADER: "selectin"}
         )
 
-    assert joined.json == selectin.json
+    assert default.json == selectin.json
     assert lab.server_span(trace_id_of(selectin)).attributes[v.ORM_LOADER] == "selectin"
 
 
-def test_unknown_loader_is_a_400(lab: Lab) -> None:
-    response = lab.get("/api/leads", headers={"X-Lab-Loader": "psychic"})
+@pytest.mark.parametrize("loader", ["psychic", "lazy", "JSON", ""])
+def test_unknown_loader_is_a_400_naming_every_loader(lab: Lab, loader: str) -> None:
+    response = lab.get("/api/leads", headers={LOADER: loader})
 
     assert response.status_code == 400
-    assert "joined or selectin" in response.json["error"]
+    assert response.json["error"] == (
+        f"X-Lab-Loader must be joined, selectin, rows or json, got {loader!r}"
+    )
