@@ -18,6 +18,10 @@ Two kinds of side effect:
 Redis that is known to be down (the shared-state poller says so) is not even tried: a request
 pays no socket timeout for it. Enqueued jobs retry with backoff (``RETRY``); a job that fails
 every attempt lands in RQ's failed-job registry.
+
+When a write leaves work for the outbox relay (a row to check or to retry later), :func:`deliver`
+tells the relay when, on SQLite: one ``PUBLISH`` on the relay's Redis channel. On PostgreSQL the
+database tells it (a trigger's ``NOTIFY``), so the service sends nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+import redis
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -36,12 +42,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from rq import Queue, Retry
 
 from latency_lab.service import tasks
-from latency_lab.service.models import OutboxState
+from latency_lab.service.models import OutboxState, utcnow
 from latency_lab.service.outbox import (
     RECHECK_DISPATCHED_AFTER_S,
     RETRY_FAILED_CALL_AFTER_S,
+    WAKEUP_CHANNEL,
     Settlement,
     StoredEffect,
+    wakeup_payload,
 )
 from latency_lab.service.providers import ThirdPartyError
 from latency_lab.telemetry import vocabulary as v
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "side-effects"
 RETRY = Retry(max=3, interval=[1, 2, 5])
 REDIS_DOWN = "queue unavailable (Redis unreachable)"
+# The request settles its rows right after delivering: the relay comes this much later.
+SETTLE_MARGIN_S = 0.1
 
 Availability = Callable[[], bool]
 
@@ -99,11 +109,27 @@ def deliver(
 ) -> list[tuple[Outcome, Settlement]]:
     """Deliver a write's side effects now; each with how its outbox row should be settled."""
     if offload:
-        return [
+        results = [
             _enqueue_stored(item, queue=queue, tracer=tracer, available=available)
             for item in stored
         ]
-    return [_call_stored(item) for item in stored]
+    else:
+        results = [_call_stored(item) for item in stored]
+    if stored and not stored[0].relay_notified and available():
+        _wake_relay([settlement for _, settlement in results], queue.connection)
+    return results
+
+
+def _wake_relay(settlements: Sequence[Settlement], client: redis.Redis) -> None:
+    """SQLite cannot notify: tell the relay when the earliest row left to it is due, if any."""
+    dues = [s.due_in_s for s in settlements if s.due_in_s is not None]
+    if not dues:  # all delivered or dropped: nothing for the relay
+        return
+    due = utcnow() + timedelta(seconds=min(dues) + SETTLE_MARGIN_S)
+    try:
+        client.publish(WAKEUP_CHANNEL, wakeup_payload(due))
+    except redis.RedisError as exc:  # the relay's safety-net poll finds the rows anyway
+        log.warning("could not wake the outbox relay: %s", exc)
 
 
 def _call_stored(item: StoredEffect) -> tuple[Outcome, Settlement]:

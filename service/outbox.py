@@ -20,7 +20,13 @@ re-dispatches a lost job): each row's ``event_id`` is the provider's idempotency
 side effect is delivered once in effect.
 
 ``available_at`` is when the relay looks at a row next: a new row is held while its request is
-still delivering it, a dispatched row is checked again from time to time.
+still delivering it, a dispatched row is checked again from time to time. The relay does not poll
+for new rows: it is told (``WAKEUP_CHANNEL``, the payload is the earliest ``available_at`` of the
+rows that changed). On PostgreSQL a trigger sends ``NOTIFY`` in the transaction that inserts or
+reschedules rows (:func:`install_wakeup_trigger`); SQLite cannot notify, so the service publishes
+the same payload on Redis after its delivery attempt (:func:`latency_lab.service.offload.deliver`).
+Delivered rows are deleted after a retention window (:func:`prune_delivered`); failed and dropped
+rows stay for a user to inspect.
 
 Usage, inside the write's transaction::
 
@@ -37,11 +43,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from opentelemetry import propagate
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from latency_lab.service.models import OutboxEvent, OutboxState, utcnow
@@ -52,6 +58,10 @@ HOLD_MARGIN_S = 5.0
 RETRY_FAILED_CALL_AFTER_S = 2.0
 # How often the relay checks that a dispatched row's job still exists.
 RECHECK_DISPATCHED_AFTER_S = 5.0
+# The relay's doorbell: a PostgreSQL NOTIFY channel, and the Redis channel of the same name.
+WAKEUP_CHANNEL = "latency_lab_outbox"
+# The states the relay still has business with; the others are settled.
+ACTIVE_STATES = (OutboxState.PENDING.value, OutboxState.DISPATCHED.value)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,8 @@ class StoredEffect:
     effect: SideEffect
     event_id: str
     trace_context: dict[str, str] = field(default_factory=dict)
+    # PostgreSQL: the outbox's trigger has told the relay already (SQLite: the service must).
+    relay_notified: bool = False
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -97,7 +109,8 @@ def record(effects: Sequence[SideEffect], *, session: Session, hold_s: float) ->
         return []
     carrier: dict[str, str] = {}
     propagate.inject(carrier)  # the relay's enqueue continues this request's trace
-    stored = [StoredEffect(effect, uuid.uuid4().hex, carrier) for effect in effects]
+    notified = session.get_bind().dialect.name == "postgresql"
+    stored = [StoredEffect(effect, uuid.uuid4().hex, carrier, notified) for effect in effects]
     now = utcnow()
     session.execute(
         insert(OutboxEvent),
@@ -240,6 +253,37 @@ def postpone(event_ids: Iterable[str], *, session: Session, due_in_s: float) -> 
         )
 
 
+def next_due(*, session: Session) -> datetime | None:
+    """When the relay next has business with a row (pending or dispatched); None: never."""
+    due: datetime | None = session.scalar(
+        select(func.min(OutboxEvent.available_at)).where(OutboxEvent.state.in_(ACTIVE_STATES))
+    )
+    return due
+
+
+def prune_delivered(*, session: Session, older_than: datetime, batch: int) -> int:
+    """Delete up to ``batch`` rows delivered before ``older_than``, oldest first; rows deleted.
+
+    One statement; the caller commits. Failed and dropped rows are kept: they are what a user
+    inspects (``latency-lab outbox``).
+    """
+    oldest = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.state == OutboxState.DELIVERED.value,
+            OutboxEvent.updated_at < older_than,
+        )
+        .order_by(OutboxEvent.id)
+        .limit(batch)
+    )
+    result = session.execute(
+        delete(OutboxEvent)
+        .where(OutboxEvent.id.in_(oldest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
 def arguments_of(row: OutboxEvent) -> dict[str, Any]:
     """The task's keyword arguments, idempotency key included."""
     arguments: dict[str, Any] = json.loads(row.arguments)
@@ -259,3 +303,58 @@ def counts(*, session: Session) -> dict[str, int]:
     rows = session.execute(select(OutboxEvent.state, func.count()).group_by(OutboxEvent.state))
     found: dict[str, int] = {str(state): int(count) for state, count in rows}
     return {state.value: int(found.get(state.value, 0)) for state in OutboxState}
+
+
+# --- the relay's doorbell ----------------------------------------------------------------------
+def wakeup_payload(due: datetime) -> str:
+    """A notification's payload: when the relay should look (naive UTC, ISO 8601)."""
+    return due.isoformat(timespec="microseconds")
+
+
+def due_of(payload: str) -> datetime:
+    """The time a notification announces; an unreadable one means now."""
+    try:
+        return datetime.fromisoformat(payload)
+    except ValueError:
+        return utcnow()
+
+
+# PostgreSQL: a statement-level trigger per event (transition tables allow only one event each)
+# notifies the earliest ``available_at`` among the rows it inserted or changed that the relay
+# still has business with. NOTIFY is transactional: sent on commit, never for a rolled-back row.
+_WAKEUP_TRIGGER_DDL = (
+    f"""
+CREATE OR REPLACE FUNCTION latency_lab_outbox_wakeup() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE due timestamp;
+BEGIN
+    SELECT min(available_at) INTO due FROM changed
+     WHERE state IN ('{OutboxState.PENDING.value}', '{OutboxState.DISPATCHED.value}');
+    IF due IS NOT NULL THEN
+        PERFORM pg_notify('{WAKEUP_CHANNEL}', to_char(due, 'YYYY-MM-DD"T"HH24:MI:SS.US'));
+    END IF;
+    RETURN NULL;
+END $$
+""",
+    *(
+        f"""
+CREATE OR REPLACE TRIGGER outbox_wakes_relay_on_{event.lower()}
+AFTER {event} ON {OutboxEvent.__tablename__} REFERENCING NEW TABLE AS changed
+FOR EACH STATEMENT EXECUTE FUNCTION latency_lab_outbox_wakeup()
+"""
+        for event in ("INSERT", "UPDATE")
+    ),
+)
+
+
+def install_wakeup_trigger(engine: Engine) -> bool:
+    """Create (or replace) the outbox's NOTIFY trigger; False when the database is not
+    PostgreSQL. Idempotent; concurrent callers take turns (an advisory lock)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                           {"name": WAKEUP_CHANNEL})  # fmt: skip
+        for statement in _WAKEUP_TRIGGER_DDL:
+            connection.exec_driver_sql(statement)
+    return True

@@ -3,7 +3,7 @@ starts.
 
 It makes sure every side effect stored in the transactional outbox
 (:mod:`latency_lab.service.outbox`) reaches RQ, whatever happened to the request that stored it or
-to Redis since. Every ``INTERVAL_S`` it
+to Redis since. A pass
 
 1. **dispatches** pending rows whose hold is over: their request found Redis down, or an inline
    email or enrichment failed and is now retried by a worker (or the request died before it
@@ -14,31 +14,45 @@ to Redis since. Every ``INTERVAL_S`` it
    up on (its failed-job registry) marks its row ``failed``; a finished job whose row still says
    ``dispatched`` marks it ``delivered``.
 
+It does not poll. It sleeps until the earliest row it has business with is due (one statement
+tells it when), or until it is told of new work (:mod:`latency_lab.worker.wakeups`: PostgreSQL
+``LISTEN``, or Redis on SQLite), and looks anyway every ``SAFETY_NET_S`` in case a notification
+was lost; every ``DEAF_POLL_S`` while it cannot listen. An idle relay sends one statement every
+``SAFETY_NET_S``. Now and then it deletes delivered rows older than the retention window
+(``LAB_OUTBOX_RETENTION_HOURS``), so the table stays bounded.
+
 With Redis down, rows simply wait; with the database down, so does the relay. Dispatching twice
 is safe: the job id is derived from the event, and the provider honours the event's
 idempotency key.
 
 Usage::
 
-    relay = OutboxRelay(sessions=sessions, queue=queue, tracer=tracer)
+    relay = OutboxRelay(sessions=sessions, queue=queue, tracer=tracer, wakeups=listener)
     relay.run_once()        # one pass; what it did
     relay.run(stop_event)   # until the event is set
+    relay.looks             # why it looked, counted: notified, due, safety_net, deaf_poll, ...
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 import signal
 import threading
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import FrameType
+from typing import Any
 
 import redis
 from opentelemetry import propagate, trace
 from rq import Queue
 from rq.job import Job, JobStatus
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,25 +61,81 @@ from latency_lab.core.settings import Settings, settings_or_exit
 from latency_lab.core.shared_state import connect_redis
 from latency_lab.service import offload, outbox, tasks
 from latency_lab.service.db import build_engine, create_schema, session_factory
-from latency_lab.service.models import OutboxEvent, OutboxState
+from latency_lab.service.models import OutboxEvent, OutboxState, utcnow
+from latency_lab.worker.wakeups import Deaf, Wakeups, listener_for
 
 log = logging.getLogger(__name__)
 
-INTERVAL_S = 0.5
 BATCH = 200
 LEASE_S = 10.0  # a claimed row whose dispatch failed is due again after this
 GAVE_UP = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+SAFETY_NET_S = 30.0  # a listening relay looks this often anyway: a notification may be lost
+DEAF_POLL_S = 1.0  # a relay that cannot listen (Redis or PostgreSQL away) looks this often
+MIN_GAP_S = 0.5  # at most two looks a second, however many notifications arrive
+WAIT_SLICE_S = 1.0  # a wait returns this often, to see whether the relay should stop
+PRUNE_BATCH = 1000
+PRUNE_EVERY_MAX_S = 600.0  # prune every quarter of the retention window, at least every 10 min
+
+
+class Look(enum.StrEnum):
+    """Why the relay looked at the outbox."""
+
+    START = "start"
+    NOTIFIED = "notified"  # told of new work
+    DUE = "due"  # the earliest row it knew of came due (a hold, a lease, a recheck)
+    SAFETY_NET = "safety_net"  # nothing heard for SAFETY_NET_S
+    DEAF_POLL = "deaf_poll"  # not listening: polling
+    PRUNE = "prune"  # time to delete old delivered rows
 
 
 @dataclass
 class RelayPass:
-    """What one pass did."""
+    """What one pass (or one look: a pass only when something was due) did."""
 
     dispatched: int = 0
     redispatched: int = 0
     failed: int = 0
     delivered: int = 0
+    pruned: int = 0
+    next_due: datetime | None = None
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Schedule:
+    """When the relay looks next (monotonic seconds), and why."""
+
+    due: float
+    reason: Look
+    prune_at: float
+    looked: float
+
+    def next_look(self, ceiling_s: float, ceiling: Look) -> tuple[float, Look]:
+        return min(
+            (self.due, self.reason),
+            (self.looked + ceiling_s, ceiling),
+            (self.prune_at, Look.PRUNE),
+            key=lambda candidate: candidate[0],
+        )
+
+    def hear(self, dues: Sequence[datetime], min_gap_s: float) -> None:
+        """Notifications: look when the earliest is due, but not sooner than ``min_gap_s`` after
+        the last look."""
+        for due in dues:
+            at = max(_monotonic(due), self.looked + min_gap_s)
+            if at < self.due:
+                self.due, self.reason = at, Look.NOTIFIED
+
+    def expect(self, due: datetime | None, min_gap_s: float) -> None:
+        """The earliest row is due then (None: no row): look again then, but not sooner than
+        ``min_gap_s`` after this look (a backlog drains a batch at a time)."""
+        at = math.inf if due is None else max(_monotonic(due), self.looked + min_gap_s)
+        self.due, self.reason = at, Look.DUE
+
+
+def _monotonic(due: datetime) -> float:
+    """A naive UTC time as a ``time.monotonic()`` instant."""
+    return time.monotonic() + (due - utcnow()).total_seconds()
 
 
 class OutboxRelay:
@@ -77,25 +147,104 @@ class OutboxRelay:
         sessions: sessionmaker[Session],
         queue: Queue,
         tracer: trace.Tracer,
+        wakeups: Wakeups | None = None,
+        retention_s: float | None = None,
         batch: int = BATCH,
         lease_s: float = LEASE_S,
+        safety_net_s: float = SAFETY_NET_S,
+        deaf_poll_s: float = DEAF_POLL_S,
+        min_gap_s: float = MIN_GAP_S,
     ) -> None:
         self._sessions = sessions
         self._queue = queue
         self._tracer = tracer
+        self._wakeups: Wakeups = wakeups or Deaf()
+        self._retention_s = retention_s
         self._batch = batch
         self._lease_s = lease_s
+        self._safety_net_s = safety_net_s
+        self._deaf_poll_s = deaf_poll_s
+        self._min_gap_s = min_gap_s
+        self.looks: Counter[Look] = Counter()
 
-    def run(self, stop: threading.Event, interval_s: float = INTERVAL_S) -> None:
-        log.info("outbox relay: dispatching to queue %r every %.1f s", self._queue.name, interval_s)
-        while not stop.is_set():
-            report = self.run_once()
-            if report.dispatched or report.redispatched or report.failed:
-                log.info("outbox relay: %s", report)
-            stop.wait(interval_s)
+    @property
+    def wakeups(self) -> Wakeups:
+        return self._wakeups
 
-    def run_once(self) -> RelayPass:
+    # --- the loop: sleep until something is due or heard ------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        log.info("outbox relay: dispatching to queue %r when told or due", self._queue.name)
+        now = time.monotonic()
+        prune_at = now if self._retention_s is not None else math.inf
+        schedule = Schedule(due=now, reason=Look.START, prune_at=prune_at, looked=now)
+        try:
+            while not stop.is_set():
+                at, reason = schedule.next_look(*self._ceiling())
+                remaining = at - time.monotonic()
+                if remaining > 0:
+                    heard = self._wakeups.wait(min(WAIT_SLICE_S, remaining))
+                    schedule.hear(heard, self._min_gap_s)
+                    continue
+                report = self.look(reason, schedule)
+                if report.dispatched or report.redispatched or report.failed or report.pruned:
+                    log.info("outbox relay (%s): %s", reason, report)
+        finally:
+            self._wakeups.close()
+
+    def _ceiling(self) -> tuple[float, Look]:
+        if self._wakeups.listening:
+            return self._safety_net_s, Look.SAFETY_NET
+        return self._deaf_poll_s, Look.DEAF_POLL
+
+    def look(self, reason: Look, schedule: Schedule) -> RelayPass:
+        """One statement to learn when the earliest row is due; a pass if that is now."""
+        self.looks[reason] += 1
         report = RelayPass()
+        schedule.looked = time.monotonic()
+        if self._retention_s is not None and schedule.looked >= schedule.prune_at:
+            report.pruned = self._prune(report, self._retention_s)
+            schedule.prune_at = schedule.looked + min(self._retention_s / 4, PRUNE_EVERY_MAX_S)
+        due = self._next_due(report)
+        if due is not None and due <= utcnow():
+            report = self.run_once(report)
+            due = self._next_due(report)
+        if report.errors:  # the database is away: try again soon
+            due = utcnow() + timedelta(seconds=self._deaf_poll_s)
+        schedule.expect(due, self._min_gap_s)
+        report.next_due = due
+        return report
+
+    def _next_due(self, report: RelayPass) -> datetime | None:
+        try:
+            with self._sessions() as session:
+                return outbox.next_due(session=session)
+        except SQLAlchemyError as exc:
+            report.errors.append(f"next_due: {type(exc).__name__}")
+            log.warning("outbox relay: cannot read the outbox (%s)", exc)
+            return None
+
+    def _prune(self, report: RelayPass, retention_s: float) -> int:
+        """Delete delivered rows older than the window, a batch per statement."""
+        older_than = utcnow() - timedelta(seconds=retention_s)
+        pruned = 0
+        try:
+            with self._sessions() as session:
+                while True:
+                    deleted = outbox.prune_delivered(
+                        session=session, older_than=older_than, batch=PRUNE_BATCH
+                    )
+                    session.commit()
+                    pruned += deleted
+                    if deleted < PRUNE_BATCH:
+                        return pruned
+        except SQLAlchemyError as exc:
+            report.errors.append(f"prune: {type(exc).__name__}")
+            log.warning("outbox relay: pruning failed (%s)", exc)
+            return pruned
+
+    # --- a pass --------------------------------------------------------------------------------
+    def run_once(self, report: RelayPass | None = None) -> RelayPass:
+        report = report or RelayPass()
         for step in (self._dispatch_due, self._check_dispatched):
             try:
                 step(report)
@@ -197,11 +346,26 @@ def build_relay(settings: Settings) -> OutboxRelay:
     )
     engine = build_engine(settings.resolved_database_url)
     create_schema(engine)  # the service creates it too; whichever starts first
-    client = connect_redis(settings.redis_url, socket_timeout_s=1.0, retries=1)
+    return relay_on(
+        engine,
+        settings.redis_url,
+        tracer=lab.tracer,
+        retention_s=settings.outbox_retention_hours * 3600,
+    )
+
+
+def relay_on(
+    engine: Engine, redis_url: str | None, *, tracer: trace.Tracer, **options: Any
+) -> OutboxRelay:
+    """A relay on this database and Redis, woken as the process's is (``options``: the
+    :class:`OutboxRelay` knobs, e.g. ``retention_s``, ``safety_net_s``)."""
+    client = connect_redis(redis_url, socket_timeout_s=1.0, retries=1)
     return OutboxRelay(
         sessions=session_factory(engine),
         queue=Queue(offload.QUEUE_NAME, connection=client),
-        tracer=lab.tracer,
+        tracer=tracer,
+        wakeups=listener_for(engine, redis_url),
+        **options,
     )
 
 
