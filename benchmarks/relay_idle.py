@@ -8,9 +8,10 @@ Two ways to measure, for the bench report and for anyone curious:
   SQLAlchemy ``before_cursor_execute`` listener on its engine). Any database, SQLite included.
 * :func:`measure_running_relay` watches a relay that is already running, on PostgreSQL, by the
   server's own counters: scans of the outbox table (``pg_stat_user_tables``). Every statement the
-  relay sends reads or changes that table; on an idle lab nothing else does. The server
-  publishes a backend's counters when it goes idle, at most once a second, so a window of a
-  minute is right to within a statement.
+  relay sends reads or changes that table; on an idle lab nothing else does. Two caveats: an
+  idle connection's counters reach the view up to 10 s late (start the window 10 s after the
+  relay's last activity, and make it long), and before PostgreSQL 17 a look's
+  ``state IN (...)`` counts one scan per state, so the figure is at most twice the statements.
 
 Usage::
 
@@ -98,7 +99,8 @@ def measure_idle_relay(
 
 
 def measure_running_relay(database_url: str, *, window_s: float = 60.0) -> RelayIdle:
-    """The PostgreSQL server's count of statements on the outbox during ``window_s``."""
+    """The PostgreSQL server's count of scans of the outbox during ``window_s`` (at least the
+    statements sent to it, at most twice as many)."""
     engine = build_engine(database_url)
     if engine.dialect.name != "postgresql":
         engine.dispose()
