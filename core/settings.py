@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     # Where other processes reach the edge when it is not on LAB_HOST (compose: http://edge:8000).
     edge_base_url: str | None = Field(None, alias="LAB_EDGE_URL")
     service_workers: int = Field(4, alias="LAB_SERVICE_WORKERS", ge=1, le=64)
-    rq_workers: int = Field(2, alias="LAB_RQ_WORKERS", ge=0, le=64)
+    rq_workers: int = Field(1, alias="LAB_RQ_WORKERS", ge=0, le=64)
+    # Jobs each RQ worker process runs at once, on threads (they wait on the providers).
+    rq_concurrency: int = Field(16, alias="LAB_RQ_CONCURRENCY", ge=1, le=256)
     redis_cache_ttl_s: int = Field(300, alias="LAB_REDIS_CACHE_TTL", ge=1)
     app_cache_ttl_s: int = Field(60, alias="LAB_APP_CACHE_TTL", ge=1)
     edge_max_age_s: int = Field(30, alias="LAB_EDGE_MAX_AGE", ge=0)

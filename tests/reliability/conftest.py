@@ -2,8 +2,8 @@
 
 ``stack`` gives each test its own Redis (a real ``redis-server`` that the test may kill and start
 again on the same port), a copy of the seeded SQLite database, a trace store, and the means to
-start the lab's real processes against them: the service under gunicorn, RQ workers (whose work
-horses can be killed) and the outbox relay. The third-party simulator is the session's (it reads
+start the lab's real processes against them: the service under gunicorn, RQ worker processes
+(killable mid-job) and the outbox relay. The third-party simulator is the session's (it reads
 its world from the session's Redis, so killing this test's Redis leaves the providers alone);
 ``stack.set_world`` changes the world in both Redis servers.
 """
@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 
@@ -112,10 +111,8 @@ class Stack:
         return path.read_text(errors="replace")[-6000:] if path.exists() else "(no log)"
 
     def stop_all(self) -> None:
-        """SIGTERM, a short grace, then SIGKILL: an idle RQ worker would sit out its dequeue
-        timeout; and a killed worker's scheduler outlives it, in the worker's process group."""
+        """SIGTERM, a short grace, then SIGKILL what is left, by process group."""
         processes = list(self.processes.values())
-        horses = [horse for process in processes for horse in busy_horses(process.pid)]
         for process in processes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -127,9 +124,6 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
-        for horse in horses:  # in process groups of their own
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(horse, signal.SIGKILL)
         self.processes.clear()
 
     # --- faults ---------------------------------------------------------------------------------
@@ -143,19 +137,17 @@ class Stack:
         """A new, empty redis-server on the same port."""
         self.redis_server.start()
 
-    def kill_worker(self, name: str = "worker") -> list[int]:
-        """SIGKILL a worker mid-job: its work horse first (it runs the job), then the worker.
-
-        Its scheduler process (a separate child) is left running, as it would be when the OOM
-        killer picks the worker. Returns the killed PIDs."""
+    def kill_worker(self, name: str = "worker") -> None:
+        """SIGKILL a worker process mid-job (every job it runs, on its threads, with it), as the
+        OOM killer would."""
         worker = self.processes.pop(name)
-        killed = [*busy_horses(worker.pid), worker.pid]
-        for pid in killed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=10)
-        self.processes[f"{name}-killed"] = worker  # its orphans are stopped at the end
-        return killed
+
+    def running_jobs(self, name: str = "worker") -> list[str]:
+        """The jobs the worker process ``name`` runs right now (its slots' current jobs)."""
+        return running_jobs(self.redis_url, self.processes[name].pid)
 
     def set_world(self, **changes: Any) -> World:
         """The same world for the lab (this test's Redis) and the providers (the session's)."""
@@ -195,19 +187,15 @@ class Stack:
             return int(Queue(QUEUE_NAME, connection=client).count)
 
 
-def busy_horses(worker_pid: int) -> list[int]:
-    """The worker's work horses: the children in a process group of their own (RQ's horse calls
-    ``setpgrp``; the scheduler stays in the worker's group)."""
-    try:
-        children = psutil.Process(worker_pid).children()
-    except psutil.NoSuchProcess:
-        return []
-    horses = []
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(child.pid) == child.pid:
-                horses.append(child.pid)
-    return horses
+def running_jobs(redis_url: str, worker_pid: int) -> list[str]:
+    """The jobs a worker process runs right now: its RQ workers' (one per slot) current jobs."""
+    with redis.Redis.from_url(redis_url) as client:
+        workers = Worker.all(connection=client)
+        return [
+            job_id
+            for worker in workers
+            if worker.pid == worker_pid and (job_id := worker.get_current_job_id())
+        ]
 
 
 def collect_calls(thirdparty: ThirdParty) -> dict[str, Any]:
