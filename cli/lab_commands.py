@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     "--rq-workers",
     type=click.IntRange(0, 64),
     default=None,
-    help="RQ worker processes for offloaded calls  [default: LAB_RQ_WORKERS, 2]",
+    help="RQ worker processes, each running LAB_RQ_CONCURRENCY jobs at once  "
+    "[default: LAB_RQ_WORKERS, 1]",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the Streamlit dashboard.")
 @click.option(

@@ -74,6 +74,7 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
         workers=settings.service_workers,
         probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"),
     )
+    # Each runs LAB_RQ_CONCURRENCY jobs at once on threads (worker/process.py): one is the default.
     workers = [
         ProcessSpec(
             f"worker-{n}",
@@ -180,6 +181,7 @@ def child_environment(
             "LAB_SERVICE_URL": settings.resolved_service_url,
             "LAB_SERVICE_WORKERS": str(settings.service_workers),
             "LAB_RQ_WORKERS": str(settings.rq_workers),
+            "LAB_RQ_CONCURRENCY": str(settings.rq_concurrency),
             "PYTHONUNBUFFERED": "1",  # so a log tail shows the last words of a dying child
         }
     )
