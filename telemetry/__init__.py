@@ -29,6 +29,7 @@ overhead can be measured against an uninstrumented run.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -67,8 +68,9 @@ class ProcessTelemetry:
     extra_processors: list[SpanProcessor] = field(default_factory=list)
     enabled: bool = True
 
-    @property
+    @functools.cached_property
     def tracer(self) -> trace.Tracer:
+        """The lab's own tracer (made once: ``get_tracer`` builds a new one on every call)."""
         return self.tracer_provider.get_tracer("latency-lab")
 
     def dropped_spans(self) -> int:

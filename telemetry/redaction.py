@@ -52,43 +52,69 @@ def mask_statement(statement: str) -> str:
 def redact_attributes(
     attributes: Mapping[str, Any] | None, *, keep_profiles: bool = True
 ) -> dict[str, Any]:
+    return _redacted(attributes, keep_profiles=keep_profiles)[0]
+
+
+def _redacted(
+    attributes: Mapping[str, Any] | None, *, keep_profiles: bool = True
+) -> tuple[dict[str, Any], bool]:
+    """The masked attributes, and whether masking changed anything."""
     out: dict[str, Any] = {}
-    for key, value in (attributes or {}).items():
+    changed = False
+    for key, value in dict(attributes or {}).items():  # one copy: SDK attributes iterate slowly
         if key == v.PROFILE:
             # Function names and file paths only: kept whole for the trace store, not sent to
             # an OTLP backend (a speedscope document is no span attribute for a backend).
             if keep_profiles:
                 out[key] = value
-        elif key in v.DB_STATEMENT_KEYS and isinstance(value, str):
-            out[key] = mask_statement(value)
+            else:
+                changed = True
+            continue
+        if key in v.DB_STATEMENT_KEYS and isinstance(value, str):
+            masked = mask_statement(value)
         else:
-            out[key] = _mask_value(value)
-    return out
+            masked = _mask_value(value)
+        changed = changed or (masked is not value and masked != value)
+        out[key] = masked
+    return out, changed
 
 
 def _mask_value(value: Any) -> Any:
+    """``value`` masked; the very same object when there was nothing to mask."""
     if isinstance(value, str):
-        return mask_text(value)
+        masked = mask_text(value)
+        return value if masked == value else masked
     if isinstance(value, tuple | list):
-        return type(value)(mask_text(item) if isinstance(item, str) else item for item in value)
+        items = [mask_text(item) if isinstance(item, str) else item for item in value]
+        return value if items == list(value) else type(value)(items)
     return value
 
 
 def redact_span(span: ReadableSpan, *, keep_profiles: bool = True) -> ReadableSpan:
-    """A copy of ``span`` with its name, attributes, events and status message masked."""
+    """``span`` with its name, attributes, events and status message masked: a copy when
+    anything changed, else the span itself (most spans carry no address and no SQL literal,
+    and copying them would only cost the export thread time)."""
     status = span.status
     if status.description:
-        status = type(status)(status.status_code, mask_text(status.description))
+        masked = mask_text(status.description)
+        if masked != status.description:
+            status = type(status)(status.status_code, masked)
+    name = mask_text(span.name)
+    attributes, changed = _redacted(span.attributes, keep_profiles=keep_profiles)
+    events = []
+    for event in span.events:
+        event_attributes, event_changed = _redacted(event.attributes)
+        changed = changed or event_changed
+        events.append(Event(event.name, event_attributes, event.timestamp))
+    if not changed and name == span.name and status is span.status:
+        return span
     return ReadableSpan(
-        name=mask_text(span.name),
+        name=name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=redact_attributes(span.attributes, keep_profiles=keep_profiles),
-        events=[
-            Event(event.name, redact_attributes(event.attributes), event.timestamp)
-            for event in span.events
-        ],
+        attributes=attributes,
+        events=events,
         links=span.links,
         kind=span.kind,
         status=status,

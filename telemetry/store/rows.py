@@ -20,9 +20,12 @@ from latency_lab.telemetry import vocabulary as v
 from latency_lab.telemetry.store.schema import EDGE_ROLE, LAYERS
 
 
-def span_row(span: ReadableSpan) -> dict[str, Any]:
-    """The ``spans`` row of one finished span (a profile it carries goes to :func:`profile_row`)."""
-    attributes = dict(span.attributes or {})
+def span_row(span: ReadableSpan, attributes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``spans`` row of one finished span (a profile it carries goes to :func:`profile_row`).
+
+    ``attributes``: the span's attributes as a plain dict, when the caller made one already.
+    """
+    attributes = dict(span.attributes or {}) if attributes is None else dict(attributes)
     attributes.pop(v.PROFILE, None)
     resource = span.resource.attributes
     start_ns = span.start_time or 0
@@ -46,12 +49,16 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def request_row(span: ReadableSpan, row: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def request_row(
+    span: ReadableSpan,
+    row: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """The ``requests`` summary row of a ``SERVER`` span, or ``None`` for any other span."""
     if span.kind != SpanKind.SERVER:
         return None
-    base = row if row is not None else span_row(span)
-    attributes = span.attributes or {}
+    attributes = dict(span.attributes or {}) if attributes is None else attributes
+    base = row if row is not None else span_row(span, attributes)
     target = v.first_attribute(attributes, v.HTTP_TARGET_KEYS)
     route = v.first_attribute(attributes, v.HTTP_ROUTE_KEYS) or target or span.name
     n_plus_one = attributes.get(v.REQ_N_PLUS_ONE)

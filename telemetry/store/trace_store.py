@@ -96,9 +96,10 @@ class TraceStore:
         """Insert spans and their request summaries in one transaction."""
         span_rows, request_rows, profile_rows = [], [], []
         for span in spans:
-            row = span_row(span)
+            attributes = dict(span.attributes or {})  # once: SDK attributes iterate slowly
+            row = span_row(span, attributes)
             span_rows.append(row)
-            summary = request_row(span, row)
+            summary = request_row(span, row, attributes)
             if summary is not None:
                 request_rows.append(summary)
             profiled = profile_row(span, row)
