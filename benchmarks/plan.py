@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from latency_lab.core.toggles import ARTICLE_ORDER, Toggles
+from latency_lab.core.toggles import ARTICLE_ORDER, EAGER_LOADERS, Toggles
 
 # The article's "Measurable impact" numbers.
 ARTICLE_LATENCY_MS = (500.0, 50.0)
 ARTICLE_THROUGHPUT_RATIO = 2.0
 ARTICLE_STATEMENTS = ("100+", "1")
+# The list-size sweep's loaders: the article's before, its single JOIN, and the lab's others up
+# to the database-built JSON (the default).
+SWEEP_LOADERS = ("lazy", *EAGER_LOADERS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class BenchPlan:
     concurrency: int
     sweep_sizes: tuple[int, ...]
     sweep_requests: int
+    sweep_loaders: tuple[str, ...]
     overhead_requests: int
     ingest_writers: int
     ingest_spans_per_writer: int
@@ -90,6 +94,7 @@ class BenchPlan:
             concurrency=4,
             sweep_sizes=(10, 50, 100, 250, 500),
             sweep_requests=10,
+            sweep_loaders=SWEEP_LOADERS,
             overhead_requests=300,
             ingest_writers=4,
             ingest_spans_per_writer=20_000,
@@ -108,6 +113,7 @@ class BenchPlan:
             concurrency=4,
             sweep_sizes=(10, 100),
             sweep_requests=2,
+            sweep_loaders=SWEEP_LOADERS,
             overhead_requests=30,
             ingest_writers=2,
             ingest_spans_per_writer=1_000,

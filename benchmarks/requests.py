@@ -1,5 +1,5 @@
 """The request-side measurements: each configuration on the mix and on the lead list, and the
-list-size sweep for lazy, joined and selectin loading."""
+list-size sweep for every loader (lazy, joined, selectin, rows, json)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def run_sweep(target: Target, plan: BenchPlan, tick: Tick) -> list[dict[str, Any
     """
     rows = []
     for size in plan.sweep_sizes:
-        for loader in LoaderStrategy:
+        for loader in map(LoaderStrategy, plan.sweep_loaders):
             toggles = Toggles(eager_loading=loader is not LoaderStrategy.LAZY, async_offload=True)
             header = None if loader is LoaderStrategy.LAZY else loader.value
             spec = _spec(

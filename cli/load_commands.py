@@ -135,8 +135,8 @@ def bench(url: str | None, quick: bool, out_dir: Path | None) -> None:
     Uses the running lab, or starts one (and stops it afterwards). Configurations: all off (the
     article's "before"), each toggle alone, the toggles added in the article's order, all on;
     each gets a warm-up, then a realistic mix and GET /api/leads?limit=100 alone. Then a sweep
-    of list sizes for lazy, joined and selectin loading, and the lab's own costs (telemetry
-    overhead, trace-store ingest, dashboard queries on a large store, memory).
+    of list sizes for every loader (lazy, joined, selectin, rows, json), and the lab's own
+    costs (telemetry overhead, trace-store ingest, dashboard queries on a large store, memory).
 
     \b
     Examples:

@@ -30,7 +30,8 @@ TOGGLE_TEXT: dict[Toggle, tuple[str, str]] = {
     Toggle.EAGER_LOADING: (
         "Eager loading (fix the N+1)",
         "Off: 1 + 3N statements for N leads (owner, tags, metadata loaded lazily). "
-        "On: one joined statement.",
+        "On: one statement (the database builds the JSON; the article's JOIN with "
+        "X-Lab-Loader: joined).",
     ),
     Toggle.ASYNC_OFFLOAD: (
         "Async offload (RQ jobs)",

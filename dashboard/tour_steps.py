@@ -145,13 +145,16 @@ STEPS: tuple[TourStep, ...] = (
         1,
         Toggle.EAGER_LOADING,
         "Eager loading: fix the N+1",
-        "One switch changes the loader options: the owner, tags and metadata are fetched with "
-        "the page, in one statement with joins.",
+        "One switch ends the lazy loads: the owner, tags and metadata come with the page, in "
+        "one statement. The article's fix is the ORM's single JOIN (`joinedload`, "
+        "`X-Lab-Loader: joined`); the lab's default goes one step further and has the database "
+        "build each lead's JSON (`json`), leaving the ORM's cost out.",
         "Statements per request fall from 1 + 3N to 1, and the database share of the time "
         "collapses (Compare → where the time went).",
         (
             "latency_lab.service.lead_loader:loader_options",
             "latency_lab.service.lead_loader:choose_strategy",
+            "latency_lab.service.lead_documents:lead_document",
         ),
         "Lead list only (the N+1 page)",
         (

@@ -82,7 +82,7 @@ class LoadSpec:
     max_lead_id: int = 5000
     max_owner_id: int = 50
     toggles: str | None = None  # X-Lab-Toggles for every request (pinned configuration)
-    loader: str | None = None  # X-Lab-Loader: joined | selectin (with eager_loading on)
+    loader: str | None = None  # X-Lab-Loader: joined | selectin | rows | json (eager on)
     admin_token: str | None = None
     timeout_s: float = 30.0
     seed: int = 1

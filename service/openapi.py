@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from latency_lab.core.toggles import Toggle
+from latency_lab.core.toggles import EAGER_LOADERS, LOADER_HEADER, Toggle
 from latency_lab.core.world import World
 from latency_lab.service.schemas import MAX_LIMIT, LeadCreate, LeadPatch
 
@@ -39,6 +39,14 @@ LEAD_ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "integer", "minimum": 1},
+}
+LOADER = {
+    "name": LOADER_HEADER,
+    "in": "header",
+    "description": "With eager_loading on, how leads are loaded (loopback or admin token): "
+    "joined (one JOIN, the article's fix), selectin (4 statements), rows (3, no ORM objects) "
+    "or json (the database builds the document; the default). The JSON is the same.",
+    "schema": {"type": "string", "enum": list(EAGER_LOADERS)},
 }
 
 
@@ -104,6 +112,7 @@ def openapi_document() -> dict[str, Any]:
                         },
                         {"name": "status", "in": "query", "schema": {"type": "string"}},
                         {"name": "tag", "in": "query", "schema": {"type": "string"}},
+                        LOADER,
                     ],
                     "responses": {"200": _json("LeadPage", "leads and total"), "400": bad},
                 },
@@ -123,7 +132,12 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [LEAD_ID],
                 "get": {
                     "summary": "One lead",
-                    "responses": {"200": _json("Lead", "the lead"), "404": _error("no such lead")},
+                    "parameters": [LOADER],
+                    "responses": {
+                        "200": _json("Lead", "the lead"),
+                        "400": bad,
+                        "404": _error("no such lead"),
+                    },
                 },
                 "patch": {
                     "summary": "Change status or score",

@@ -78,6 +78,8 @@ def test_sweep_grows_linearly_when_lazy_and_stays_flat_when_eager(
         assert statements[(n, "lazy")] == 1 + 3 * n
         assert statements[(n, "joined")] == 1
         assert statements[(n, "selectin")] == 4
+        assert statements[(n, "rows")] == 3
+        assert statements[(n, "json")] == 1
 
 
 def test_article_rows_and_lab_costs_are_reported(

@@ -39,8 +39,10 @@ LAZY, EAGER = "eager_loading=off", "eager_loading=on"
 L1, L2 = f"{EAGER},redis_cache=on", "app_cache=on"
 CALLS = (
     Call("GET", "/api/leads?limit=10", LAZY, statements=31),  # 1 + 3N
-    Call("GET", "/api/leads?limit=10", EAGER, statements=1),  # joined
+    Call("GET", "/api/leads?limit=10", EAGER, statements=1),  # json, the default
+    Call("GET", "/api/leads?limit=10", EAGER, loader="joined", statements=1),
     Call("GET", "/api/leads?limit=10", EAGER, loader="selectin", statements=4),
+    Call("GET", "/api/leads?limit=10", EAGER, loader="rows", statements=3),
     Call("GET", "/api/leads?limit=25&offset=40&status=new", LAZY),
     Call("GET", "/api/leads?limit=25&offset=40&status=new", EAGER, statements=1),
     Call("GET", "/api/leads/7", LAZY, statements=4),
