@@ -25,27 +25,49 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, ColumnExpressionArgument, literal_column, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    ColumnExpressionArgument,
+    Select,
+    bindparam,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from latency_lab.service.lead_page import LeadPage, LeadQuery, page_total, paged, total_column
+from latency_lab.service.lead_page import (
+    Filters,
+    LeadPage,
+    LeadQuery,
+    page_total,
+    paged,
+    total_column,
+)
 from latency_lab.service.models import Lead, LeadMetadata, Tag, User, lead_tags
 
 
 def load_page(query: LeadQuery, *, session: Session) -> LeadPage:
-    stmt = paged(select(lead_document(), total_column(query)), query)
-    rows = session.execute(stmt).all()
+    rows = session.execute(_page_statement(query.filters), query.parameters()).all()
     return LeadPage([row[0] for row in rows], page_total(rows, query, session=session))
 
 
 def load_one(lead_id: int, *, session: Session) -> dict[str, Any] | None:
-    document: dict[str, Any] | None = session.scalar(
-        select(lead_document()).where(Lead.id == lead_id)
-    )
+    document: dict[str, Any] | None = session.scalar(_one_statement(), {"lead_id": lead_id})
     return document
+
+
+@functools.cache  # one statement per shape, reused (lead_page says why)
+def _page_statement(filters: Filters) -> Select[Any]:
+    return paged(select(lead_document(), total_column(filters)), filters)
+
+
+@functools.cache
+def _one_statement() -> Select[Any]:
+    return select(lead_document()).where(Lead.id == bindparam("lead_id"))
 
 
 @functools.cache

@@ -18,18 +18,26 @@ The page's ``total`` rides in the page's statement (:mod:`~latency_lab.service.l
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from latency_lab.core.toggles import EAGER_LOADERS
 from latency_lab.service import lead_documents
-from latency_lab.service.lead_page import LeadPage, LeadQuery, page_total, paged, total_column
+from latency_lab.service.lead_page import (
+    Filters,
+    LeadPage,
+    LeadQuery,
+    page_total,
+    paged,
+    total_column,
+)
 from latency_lab.service.models import Lead, LeadMetadata, Tag, User, lead_tags
 
 
@@ -73,8 +81,7 @@ def load_page(query: LeadQuery, *, session: Session, strategy: LoaderStrategy) -
         return lead_documents.load_page(query, session=session)
     if strategy is LoaderStrategy.ROWS:
         return _load_rows(query, session=session)
-    stmt = paged(select(Lead, total_column(query)), query).options(*loader_options(strategy))
-    result = session.execute(stmt)
+    result = session.execute(_page_statement(strategy, query.filters), query.parameters())
     rows = list(result.unique() if strategy is LoaderStrategy.JOINED else result)
     return LeadPage([lead_json(lead) for lead, _ in rows], page_total(rows, query, session=session))
 
@@ -83,11 +90,24 @@ def load_one(lead_id: int, *, session: Session, strategy: LoaderStrategy) -> dic
     if strategy is LoaderStrategy.JSON:
         return lead_documents.load_one(lead_id, session=session)
     if strategy is LoaderStrategy.ROWS:
-        leads = _lead_rows(_rows_select().where(Lead.id == lead_id), session=session)
-        return leads[0] if leads else None
-    stmt = select(Lead).where(Lead.id == lead_id).options(*loader_options(strategy))
-    lead = session.execute(stmt).unique().scalar_one_or_none()
+        rows = session.execute(_rows_one_statement(), {"lead_id": lead_id}).all()
+        return next(iter(_documents(rows, session=session)), None)
+    result = session.execute(_one_statement(strategy), {"lead_id": lead_id})
+    lead = result.unique().scalar_one_or_none()
     return lead_json(lead) if lead is not None else None
+
+
+# One statement per strategy and shape, reused (lead_page says why).
+@functools.cache
+def _page_statement(strategy: LoaderStrategy, filters: Filters) -> Select[Any]:
+    stmt = paged(select(Lead, total_column(filters)), filters)
+    return stmt.options(*loader_options(strategy))
+
+
+@functools.cache
+def _one_statement(strategy: LoaderStrategy) -> Select[Any]:
+    stmt = select(Lead).where(Lead.id == bindparam("lead_id"))
+    return stmt.options(*loader_options(strategy))
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -121,6 +141,24 @@ def lead_json(lead: Lead) -> dict[str, Any]:
 # --- rows: the ORM's reads, without the ORM's objects -----------------------------------------
 # The page with its owner (a many-to-one: a LEFT OUTER JOIN adds no rows), then the page's tags
 # and metadata, each in one IN (...) query, ordered as the relationships order them.
+def _load_rows(query: LeadQuery, *, session: Session) -> LeadPage:
+    rows = session.execute(_rows_page_statement(query.filters), query.parameters()).all()
+    return LeadPage(_documents(rows, session=session), page_total(rows, query, session=session))
+
+
+def _documents(rows: Sequence[Any], *, session: Session) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    ids = {"ids": [row.id for row in rows]}
+    tags: dict[int, list[str]] = defaultdict(list)
+    for lead_id, name in session.execute(_tags_statement(), ids):
+        tags[lead_id].append(name)
+    metadata: dict[int, dict[str, str]] = defaultdict(dict)
+    for lead_id, key, value in session.execute(_metadata_statement(), ids):
+        metadata[lead_id][key] = value
+    return [_row_json(row, tags[row.id], metadata[row.id]) for row in rows]
+
+
 def _rows_select(*extra: Any) -> Select[Any]:
     owner = and_(User.id == Lead.owner_id, User.deleted_at.is_(None))  # as ``Lead.owner``
     columns = (
@@ -133,37 +171,33 @@ def _rows_select(*extra: Any) -> Select[Any]:
     return select(*columns, *extra).outerjoin(User, owner)
 
 
-def _load_rows(query: LeadQuery, *, session: Session) -> LeadPage:
-    rows = session.execute(paged(_rows_select(total_column(query)), query)).all()
-    return LeadPage(_documents(rows, session=session), page_total(rows, query, session=session))
+@functools.cache
+def _rows_page_statement(filters: Filters) -> Select[Any]:
+    return paged(_rows_select(total_column(filters)), filters)
 
 
-def _lead_rows(stmt: Select[Any], *, session: Session) -> list[dict[str, Any]]:
-    return _documents(session.execute(stmt).all(), session=session)
+@functools.cache
+def _rows_one_statement() -> Select[Any]:
+    return _rows_select().where(Lead.id == bindparam("lead_id"))
 
 
-def _documents(rows: Sequence[Any], *, session: Session) -> list[dict[str, Any]]:
-    if not rows:
-        return []
-    ids = [row.id for row in rows]
-    tags: dict[int, list[str]] = defaultdict(list)
-    tag_rows = (
+@functools.cache
+def _tags_statement() -> Select[Any]:
+    return (
         select(lead_tags.c.lead_id, Tag.name)
         .join(Tag, Tag.id == lead_tags.c.tag_id)
-        .where(lead_tags.c.lead_id.in_(ids))
+        .where(lead_tags.c.lead_id.in_(bindparam("ids", expanding=True)))
         .order_by(lead_tags.c.lead_id, Tag.name)
     )
-    for lead_id, name in session.execute(tag_rows):
-        tags[lead_id].append(name)
-    metadata: dict[int, dict[str, str]] = defaultdict(dict)
-    entries = (
+
+
+@functools.cache
+def _metadata_statement() -> Select[Any]:
+    return (
         select(LeadMetadata.lead_id, LeadMetadata.key, LeadMetadata.value)
-        .where(LeadMetadata.lead_id.in_(ids))
+        .where(LeadMetadata.lead_id.in_(bindparam("ids", expanding=True)))
         .order_by(LeadMetadata.lead_id, LeadMetadata.key)
     )
-    for lead_id, key, value in session.execute(entries):
-        metadata[lead_id][key] = value
-    return [_row_json(row, tags[row.id], metadata[row.id]) for row in rows]
 
 
 def _row_json(row: Any, tags: list[str], metadata: dict[str, str]) -> dict[str, Any]:

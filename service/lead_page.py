@@ -5,6 +5,11 @@ The total is a scalar subquery in the page's own statement, ``(SELECT count(*) F
 WHERE ...)``: no extra statement, and unlike ``count(*) OVER ()`` it does not make the database
 carry every matching row's columns through a window before the ``LIMIT`` (5 ms of the SQLite
 statement at 5,000 leads). A page past the end has no row to carry it: one ``count`` answers.
+
+The values (status, tag, limit, offset) are bound parameters, so a loader builds its statement
+once per :class:`Filters` and reuses it (``functools.cache``): SQLAlchemy then finds its
+compiled SQL without walking a fresh statement to compute its cache key, 1.5 ms of a 4 ms
+``json`` page of 100 leads on SQLite.
 """
 
 from __future__ import annotations
@@ -13,10 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from latency_lab.service.models import Lead, Tag
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which filters a query uses: what its statement's shape depends on."""
+
+    status: bool = False
+    tag: bool = False
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,14 @@ class LeadQuery:
     status: str | None = None
     tag: str | None = None
 
+    @property
+    def filters(self) -> Filters:
+        return Filters(status=bool(self.status), tag=bool(self.tag))
+
+    def parameters(self) -> dict[str, Any]:
+        """The values of the page statement's bound parameters."""
+        return {"status": self.status, "tag": self.tag, "limit": self.limit, "offset": self.offset}
+
 
 @dataclass(frozen=True)
 class LeadPage:
@@ -33,25 +54,29 @@ class LeadPage:
     total: int
 
 
-def filtered(stmt: Select[Any], query: LeadQuery) -> Select[Any]:
+def filtered(stmt: Select[Any], filters: Filters) -> Select[Any]:
     """``stmt`` narrowed to the leads the query asks for (status, tag)."""
-    if query.status:
-        stmt = stmt.where(Lead.status == query.status)
-    if query.tag:
-        stmt = stmt.where(Lead.tags.any(Tag.name == query.tag))
+    if filters.status:
+        stmt = stmt.where(Lead.status == bindparam("status"))
+    if filters.tag:
+        stmt = stmt.where(Lead.tags.any(Tag.name == bindparam("tag")))
     return stmt
 
 
-def paged(stmt: Select[Any], query: LeadQuery) -> Select[Any]:
+def paged(stmt: Select[Any], filters: Filters) -> Select[Any]:
     """``stmt`` filtered, in the API's order (by id), cut to the page."""
-    return filtered(stmt, query).order_by(Lead.id).limit(query.limit).offset(query.offset)
+    return (
+        filtered(stmt, filters)
+        .order_by(Lead.id)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
 
 
-def total_column(query: LeadQuery) -> ColumnElement[int]:
+def total_column(filters: Filters) -> ColumnElement[int]:
     """How many leads match the query, as a column of the page's statement."""
     # correlate(None): a count over its own ``leads``, never the page's row
-    count = filtered(select(func.count(Lead.id)), query).correlate(None)
-    return count.scalar_subquery().label("total")
+    return _count(filters).correlate(None).scalar_subquery().label("total")
 
 
 def page_total(rows: Sequence[Any], query: LeadQuery, *, session: Session) -> int:
@@ -60,4 +85,8 @@ def page_total(rows: Sequence[Any], query: LeadQuery, *, session: Session) -> in
         return int(rows[0][-1])
     if not query.offset:
         return 0
-    return int(session.scalar(filtered(select(func.count(Lead.id)), query)) or 0)
+    return int(session.scalar(_count(query.filters), query.parameters()) or 0)
+
+
+def _count(filters: Filters) -> Select[Any]:
+    return filtered(select(func.count(Lead.id)), filters)
