@@ -47,7 +47,7 @@ from latency_lab.dashboard.data.explorer import (
     trace_detail,
 )
 from latency_lab.dashboard.data.impact import impact_table
-from latency_lab.dashboard.data.jobs import JobsSnapshot, jobs_snapshot, queue_depth
+from latency_lab.dashboard.data.jobs import JobsSnapshot, jobs_snapshot, queue_depth, queue_flow
 from latency_lab.dashboard.data.load import load_status, start_load, stop_load
 from latency_lab.dashboard.data.profiles import (
     ProfiledKind,
@@ -114,6 +114,7 @@ __all__ = [
     "load_status",
     "profile_request",
     "queue_depth",
+    "queue_flow",
     "reading_store",
     "redis_client",
     "redis_url",

@@ -1,4 +1,5 @@
-"""The side-effects queue as RQ sees it: counts per registry, workers, recent jobs, failures.
+"""The side-effects queue as RQ sees it: counts per registry, its flow (arrivals, completions,
+the expected wait), the worker processes, recent jobs, failures.
 
 ``rq`` is imported only when a page asks (it pulls in a lot). Redis being unreachable becomes a
 :class:`~.errors.RedisUnavailable` that says how to start it.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import redis
@@ -18,15 +19,19 @@ import streamlit as st
 from latency_lab.dashboard.data.connections import LIVE_TTL_S, redacted, redis_client, redis_url
 from latency_lab.dashboard.data.errors import RedisUnavailable
 
+if TYPE_CHECKING:
+    from latency_lab.worker.queue_flow import QueueFlow
+
 
 @dataclass(frozen=True)
 class JobsSnapshot:
     """The side-effects queue as RQ sees it."""
 
     counts: dict[str, int]
-    workers: pd.DataFrame
+    workers: pd.DataFrame  # one row per worker process (each runs its slots on threads)
     finished: pd.DataFrame
     failures: pd.DataFrame
+    flow: QueueFlow
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
@@ -35,6 +40,7 @@ def jobs_snapshot(recent: int = 200) -> JobsSnapshot:
     from rq import Queue, Worker  # rq pulls in a lot; only the jobs page needs it
 
     from latency_lab.service.offload import QUEUE_NAME
+    from latency_lab.worker.queue_flow import read_flow
 
     connection = redis_client()
     try:
@@ -54,9 +60,10 @@ def jobs_snapshot(recent: int = 200) -> JobsSnapshot:
         failures = _jobs_frame(
             queue.failed_job_registry.get_job_ids(0, recent - 1, desc=True), connection
         )
+        flow = read_flow(connection)
     except redis.RedisError as exc:
         raise _redis_down(exc) from None
-    return JobsSnapshot(counts, workers, finished, failures)
+    return JobsSnapshot(counts, workers, finished, failures, flow)
 
 
 def _redis_down(exc: Exception) -> RedisUnavailable:
@@ -79,31 +86,42 @@ def queue_depth() -> int | None:
         return None
 
 
+@st.cache_data(ttl=LIVE_TTL_S, show_spinner=False)
+def queue_flow() -> QueueFlow | None:
+    """The queue's flow over the last 30 s; ``None`` when Redis cannot be asked."""
+    from latency_lab.worker.queue_flow import read_flow
+
+    try:
+        return read_flow(redis_client())
+    except (redis.RedisError, RedisUnavailable):
+        return None
+
+
+WORKER_COLUMNS = [
+    "process",
+    "slots",
+    "busy",
+    "succeeded",
+    "failed",
+    "busy for (s)",
+    "last heartbeat",
+]
+
+
 def _workers_frame(workers: Sequence[Any]) -> pd.DataFrame:
-    rows = [
-        {
-            "worker": worker.name,
-            "state": str(worker.get_state()),
-            "pid": worker.pid,
-            "current job": worker.get_current_job_id() or "",
-            "succeeded": worker.successful_job_count,
-            "failed": worker.failed_job_count,
-            "busy for (s)": round(float(worker.total_working_time or 0), 2),
-            "last heartbeat": worker.last_heartbeat,
-        }
-        for worker in workers
-    ]
-    columns = [
-        "worker",
-        "state",
-        "pid",
-        "current job",
-        "succeeded",
-        "failed",
-        "busy for (s)",
-        "last heartbeat",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per worker process: its RQ workers are its slots, one job at a time each."""
+    rows: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        process = f"{worker.hostname}:{worker.pid}"
+        row = rows.setdefault(process, dict.fromkeys(WORKER_COLUMNS, 0) | {"process": process})
+        row["slots"] += 1
+        row["busy"] += int(str(worker.get_state()) == "busy")
+        row["succeeded"] += worker.successful_job_count
+        row["failed"] += worker.failed_job_count
+        row["busy for (s)"] = round(row["busy for (s)"] + float(worker.total_working_time or 0), 2)
+        beat = worker.last_heartbeat
+        row["last heartbeat"] = max(beat, row["last heartbeat"] or beat) if beat else None
+    return pd.DataFrame(list(rows.values()), columns=WORKER_COLUMNS)
 
 
 def _jobs_frame(job_ids: Sequence[str], connection: redis.Redis) -> pd.DataFrame:

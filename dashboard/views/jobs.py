@@ -1,8 +1,10 @@
 """Background jobs: the side-effects queue as RQ sees it.
 
 With ``async_offload`` on, email, analytics and enrichment calls become RQ jobs. This page shows
-the queue's length, each registry (started, finished, failed, scheduled for a retry), the
-workers, how long recent jobs waited and ran, and every failure with its error.
+the queue's length, each registry (started, finished, failed, scheduled for a retry), whether the
+workers keep up (arrival and completion rates, the expected wait by Little's law, and what to
+change when arrivals outrun completions), the worker processes, how long recent jobs waited and
+ran, and every failure with its error.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from latency_lab.dashboard import data, figures, panels
+from latency_lab.worker.queue_flow import QueueFlow, Verdict, assess
 
 REFRESH_S = 2.0
 FAILURE_COLUMNS: dict[str, Any] = {
@@ -36,6 +39,41 @@ def counts(snapshot: data.JobsSnapshot) -> None:
         column.metric(label, f"{snapshot.counts.get(key, 0):,}", help=help_text, border=True)
 
 
+def flow(queue: QueueFlow) -> None:
+    """Does the queue keep up? Rates over the last window, and the wait they mean."""
+    window = f"the last {queue.window_s:.0f} s"
+    wait = queue.expected_wait_s
+    cards = {
+        "Arrivals": (
+            f"{queue.arrival_rate:.1f}/s",
+            f"Jobs enqueued in {window}: {queue.arrivals:,}.",
+        ),
+        "Completions": (
+            f"{queue.completion_rate:.1f}/s",
+            f"Jobs done in {window} (finished, or failed after their retries): "
+            f"{queue.completions:,}.",
+        ),
+        "Expected wait": (
+            "∞" if wait == float("inf") else f"{wait:.1f} s",
+            "Little's law, W = L / λ: the jobs queued ahead of a new one over the completion rate.",
+        ),
+        "Slots busy": (
+            f"{queue.running} of {queue.slots}",
+            "Jobs running at once, of the slots the worker processes offer "
+            "(LAB_RQ_WORKERS x LAB_RQ_CONCURRENCY).",
+        ),
+    }
+    for column, (label, (value, help_text)) in zip(st.columns(4), cards.items(), strict=True):
+        column.metric(label, value, help=help_text, border=True)
+    verdict = assess(queue)
+    if verdict.verdict is Verdict.FALLING_BEHIND:
+        st.warning(f"{verdict.summary}\n\n{verdict.advice}", icon=":material/trending_up:")
+    elif verdict.verdict is Verdict.DRAINING:
+        st.info(verdict.summary, icon=":material/trending_down:")
+    else:
+        st.caption(verdict.summary)
+
+
 def workers(snapshot: data.JobsSnapshot) -> None:
     st.subheader("Workers")
     if snapshot.workers.empty:
@@ -45,6 +83,7 @@ def workers(snapshot: data.JobsSnapshot) -> None:
             icon=":material/person_off:",
         )
         return
+    st.caption("One row per worker process; each runs its slots' jobs at once, on threads.")
     st.dataframe(snapshot.workers, hide_index=True, key="workers_table")
 
 
@@ -72,6 +111,7 @@ def failures(snapshot: data.JobsSnapshot) -> None:
 def jobs_view() -> None:
     snapshot = data.jobs_snapshot()
     counts(snapshot)
+    flow(snapshot.flow)
     st.plotly_chart(figures.job_durations(snapshot.finished), key="job_durations")
     workers(snapshot)
     failures(snapshot)

@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from latency_lab.dashboard import configs, data, figures, panels
+from latency_lab.worker.queue_flow import Verdict, assess
 
 REFRESH_S = 2.0
 
@@ -103,6 +104,21 @@ def headline_metrics(headline: data.Headline) -> None:
         help="Front-door requests of this configuration in the window.",
         border=True,
     )
+    queue_flow(gauges[3])
+
+
+def queue_flow(column: Any) -> None:
+    """Jobs arriving and completing; a warning, with the fix, when the queue falls behind."""
+    flow = data.queue_flow()
+    column.metric(
+        "Jobs in / out",
+        "—" if flow is None else f"{flow.arrival_rate:.1f} / {flow.completion_rate:.1f} /s",
+        help="Jobs enqueued and jobs done per second over the last 30 s (Background jobs).",
+        border=True,
+    )
+    verdict = assess(flow) if flow is not None else None
+    if verdict is not None and verdict.verdict is Verdict.FALLING_BEHIND:
+        st.warning(f"Background jobs: {verdict.summary} {verdict.advice}", icon=":material/queue:")
 
 
 def describe(headline: data.Headline) -> None:

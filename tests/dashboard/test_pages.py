@@ -218,6 +218,10 @@ def test_jobs_page_counts_registries_and_shows_failures(
     assert shown["Finished"].value == "2"
     assert shown["Failed"].value == "1"
     assert shown["Queued"].value == "1"
+    assert shown["Arrivals"].value == "0.1/s"  # 4 jobs in the last 30 s
+    assert shown["Completions"].value == "0.1/s"  # 3 done: 2 finished, 1 failed
+    assert shown["Expected wait"].value == "10.0 s"  # Little's law: 1 queued / (3 / 30 s)
+    assert "Arrivals outrun completions" in texts(app.warning)
     assert "No RQ worker is running" in texts(app.warning)
     failures = app.dataframe[0].value
     assert failures["task"].tolist() == ["refused"]
@@ -391,6 +395,7 @@ def test_live_cards_are_the_current_configurations_numbers(
         "L2 app hit rate": ("—", None),
         "Queue depth": ("—", None),  # no Redis in this environment
         "Dropped spans": ("0", None),
+        "Jobs in / out": ("—", None),
         "Requests measured": (str(now["requests"]), None),
     }
     # The numbers, spelled out once: what a reader of the closing note can check by hand.
@@ -566,7 +571,12 @@ def test_jobs_page_shows_every_registry(
         "Finished": "3",
         "Failed": "0",
         "Retrying": "0",
+        "Arrivals": "0.1/s",  # 3 jobs in the last 30 s
+        "Completions": "0.1/s",
+        "Expected wait": "0.0 s",
+        "Slots busy": "0 of 0",
     }
+    assert "Keeping up: 0.1 jobs/s arrive, 0.1/s complete; nothing waits." in texts(app.caption)
     assert "No failed jobs" in texts(app.caption)
 
 
@@ -645,7 +655,8 @@ def test_jobs_page_without_jobs_says_what_to_do(
 
     app = open_page("jobs")
 
-    assert {metric.value for metric in app.metric} == {"0"}
+    assert {metric.value for metric in app.metric} == {"0", "0.0/s", "0.0 s", "0 of 0"}
+    assert "No jobs in the last 30 s." in texts(app.caption)
     assert "No RQ worker is running" in texts(app.warning)
     assert "--rq-workers" in texts(app.warning)
     assert "Raise a provider's failure rate" in texts(app.caption)
