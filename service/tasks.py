@@ -35,9 +35,15 @@ TRACE_META_KEY = "otel"
 OUTBOX_META_KEY = "outbox_event"  # the event_id of the outbox row a job delivers
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskContext:
-    """What tasks need in this process."""
+    """What tasks need in this process: bound once at start-up, then only read.
+
+    A worker process runs several jobs at once on threads (``worker/process.py``), all sharing
+    it, which is safe: ``sessions`` makes a new session (and takes its own pooled connection)
+    per call, ``third_party``'s httpx client and OpenTelemetry's tracers are thread-safe, and
+    every other part is immutable.
+    """
 
     sessions: sessionmaker[Session]
     third_party: ThirdPartyClient
@@ -148,7 +154,8 @@ class TracedJob(Job):
                 self._mark_outbox_delivered()
                 return result
         finally:
-            # RQ's work horse leaves with os._exit: flush now or the job's spans are lost.
+            # A process whose jobs run in a forked work horse (it leaves with os._exit) binds a
+            # flush here, or the job's spans are lost; the lab's threaded worker binds none.
             if _context is not None:
                 _context.flush()
 
