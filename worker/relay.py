@@ -74,6 +74,7 @@ DEAF_POLL_S = 1.0  # a relay that cannot listen (Redis or PostgreSQL away) looks
 MIN_GAP_S = 0.5  # at most two looks a second, however many notifications arrive
 WAIT_SLICE_S = 1.0  # a wait returns this often, to see whether the relay should stop
 PRUNE_BATCH = 1000
+PRUNE_BATCHES_PER_LOOK = 10  # a long backlog takes several looks: the outbox is served between
 PRUNE_EVERY_MAX_S = 600.0  # prune every quarter of the retention window, at least every 10 min
 
 
@@ -203,12 +204,14 @@ class OutboxRelay:
         schedule.looked = time.monotonic()
         if self._retention_s is not None and schedule.looked >= schedule.prune_at:
             report.pruned = self._prune(report, self._retention_s)
-            schedule.prune_at = schedule.looked + min(self._retention_s / 4, PRUNE_EVERY_MAX_S)
+            more = report.pruned == PRUNE_BATCH * PRUNE_BATCHES_PER_LOOK
+            every_s = self._min_gap_s if more else min(self._retention_s / 4, PRUNE_EVERY_MAX_S)
+            schedule.prune_at = schedule.looked + every_s
         due = self._next_due(report)
         if due is not None and due <= utcnow():
             report = self.run_once(report)
             due = self._next_due(report)
-        if report.errors:  # the database is away: try again soon
+        if report.errors:  # the database or Redis is away: look again soon
             due = utcnow() + timedelta(seconds=self._deaf_poll_s)
         schedule.expect(due, self._min_gap_s)
         report.next_due = due
@@ -224,23 +227,24 @@ class OutboxRelay:
             return None
 
     def _prune(self, report: RelayPass, retention_s: float) -> int:
-        """Delete delivered rows older than the window, a batch per statement."""
+        """Delete delivered rows older than the window: a statement (and a commit) per batch, up
+        to ``PRUNE_BATCHES_PER_LOOK`` batches."""
         older_than = utcnow() - timedelta(seconds=retention_s)
         pruned = 0
         try:
             with self._sessions() as session:
-                while True:
+                for _ in range(PRUNE_BATCHES_PER_LOOK):
                     deleted = outbox.prune_delivered(
                         session=session, older_than=older_than, batch=PRUNE_BATCH
                     )
                     session.commit()
                     pruned += deleted
                     if deleted < PRUNE_BATCH:
-                        return pruned
+                        break
         except SQLAlchemyError as exc:
             report.errors.append(f"prune: {type(exc).__name__}")
             log.warning("outbox relay: pruning failed (%s)", exc)
-            return pruned
+        return pruned
 
     # --- a pass --------------------------------------------------------------------------------
     def run_once(self, report: RelayPass | None = None) -> RelayPass:
