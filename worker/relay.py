@@ -71,7 +71,8 @@ LEASE_S = 10.0  # a claimed row whose dispatch failed is due again after this
 GAVE_UP = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 SAFETY_NET_S = 30.0  # a listening relay looks this often anyway: a notification may be lost
 DEAF_POLL_S = 1.0  # a relay that cannot listen (Redis or PostgreSQL away) looks this often
-MIN_GAP_S = 0.5  # at most two looks a second, however many notifications arrive
+MIN_GAP_S = 0.5  # rows due later (holds, rechecks, a backlog): at most two looks a second
+URGENT_GAP_S = 0.05  # a row announced as due now: looked at at once, at most 20 times a second
 WAIT_SLICE_S = 1.0  # a wait returns this often, to see whether the relay should stop
 PRUNE_BATCH = 1000
 PRUNE_BATCHES_PER_LOOK = 10  # a long backlog takes several looks: the outbox is served between
@@ -121,9 +122,13 @@ class Schedule:
 
     def hear(self, dues: Sequence[datetime], min_gap_s: float) -> None:
         """Notifications: look when the earliest is due, but not sooner than ``min_gap_s`` after
-        the last look."""
+        the last look (``URGENT_GAP_S`` for a row due now: the request is waiting for nothing,
+        but the side effect is)."""
+        now = time.monotonic()
         for due in dues:
-            at = max(_monotonic(due), self.looked + min_gap_s)
+            when = _monotonic(due)
+            gap = URGENT_GAP_S if when <= now else min_gap_s
+            at = max(when, self.looked + gap)
             if at < self.due:
                 self.due, self.reason = at, Look.NOTIFIED
 
@@ -199,7 +204,6 @@ class OutboxRelay:
 
     def look(self, reason: Look, schedule: Schedule) -> RelayPass:
         """One statement to learn when the earliest row is due; a pass if that is now."""
-        self.looks[reason] += 1
         report = RelayPass()
         schedule.looked = time.monotonic()
         if self._retention_s is not None and schedule.looked >= schedule.prune_at:
@@ -215,6 +219,7 @@ class OutboxRelay:
             due = utcnow() + timedelta(seconds=self._deaf_poll_s)
         schedule.expect(due, self._min_gap_s)
         report.next_due = due
+        self.looks[reason] += 1  # counted once done
         return report
 
     def _next_due(self, report: RelayPass) -> datetime | None:
