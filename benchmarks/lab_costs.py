@@ -13,14 +13,12 @@ import json
 import multiprocessing
 import random
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from latency_lab.core.toggles import TOGGLE_HEADER, Toggles
 from latency_lab.telemetry import vocabulary as v
@@ -279,49 +277,3 @@ def store_at_scale(
         timings = dashboard_queries(store)
         store.close()
     return {"spans": counts["spans"], "requests": counts["requests"], "query_ms": timings}
-
-
-# --- memory ---------------------------------------------------------------------------------------
-def lab_processes(pids: Iterable[int]) -> list[psutil.Process]:
-    processes: dict[int, psutil.Process] = {}
-    for pid in pids:
-        try:
-            parent = psutil.Process(pid)
-            processes[pid] = parent
-            processes.update({child.pid: child for child in parent.children(recursive=True)})
-        except psutil.Error:
-            continue
-    return list(processes.values())
-
-
-def resident_mb(pids: Iterable[int]) -> float:
-    total = 0
-    for process in lab_processes(pids):
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return round(total / 2**20, 1)
-
-
-class MemoryWatch:
-    """Samples the lab's resident memory in the background; ``peak_mb`` is the highest seen."""
-
-    def __init__(self, pids: list[int], interval_s: float = 0.5) -> None:
-        self._pids = pids
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self.peak_mb = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> MemoryWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.peak_mb = max(self.peak_mb, resident_mb(self._pids))

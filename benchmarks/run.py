@@ -16,6 +16,7 @@ import httpx
 from tqdm import tqdm
 
 from latency_lab.benchmarks import lab_costs
+from latency_lab.benchmarks.memory import MemoryWatch, lab_memory
 from latency_lab.benchmarks.plan import BenchPlan, configurations
 from latency_lab.benchmarks.report import build_report, write_reports
 from latency_lab.benchmarks.requests import Target, run_configuration, run_sweep
@@ -56,8 +57,8 @@ def run_bench(
             bar.set_postfix_str(label[:40])
             bar.update(1)
 
-        rest_mb = lab_costs.resident_mb(lab.pids) if lab.pids else None
-        with lab_costs.MemoryWatch(lab.pids) as watch:
+        at_rest = lab_memory(lab.pids) if lab.pids else None
+        with MemoryWatch(lab.pids) as watch:
             results = [run_configuration(c, lab.target, plan, tick) for c in configs]
         sweep = run_sweep(lab.target, plan, tick)
         overhead = {
@@ -70,9 +71,9 @@ def run_bench(
         store = lab_costs.store_at_scale(plan.store_requests, plan.store_spans_per_request)
         tick("dashboard queries")
         memory = {
-            "at_rest_mb": rest_mb,
-            "under_load_peak_mb": watch.peak_mb or None,
-            "processes": len(lab_costs.lab_processes(lab.pids)),
+            "at_rest": at_rest.as_dict() if at_rest else None,
+            "under_load_peak": watch.peak.as_dict() if watch.peak.processes else None,
+            "under_load_peak_rss_mb": watch.peak_rss_mb or None,
         }
         tick("report")
     report = build_report(

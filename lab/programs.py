@@ -30,6 +30,8 @@ from latency_lab.lab.process_tree import STOP_GRACE_S
 from latency_lab.lab.supervisor import RestartPolicy
 
 READY_TIMEOUT_S = 90.0
+# Gunicorn hooks for preloaded apps: gc.freeze() before each fork (shared pages stay shared).
+PRELOAD_HOOKS = "python:latency_lab.lab.gunicorn_hooks"
 ESSENTIAL = frozenset({"service", "edge", "redis"})
 """Processes the lab cannot go on without: when one crash-loops, the lab stops."""
 
@@ -73,6 +75,7 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
         threads=4,
         workers=settings.service_workers,
         probe=HttpProbe(f"{_local_url(host, settings.service_port)}/healthz"),
+        preload=True,  # its workers are the lab's largest processes: they share the app's pages
     )
     # Each runs LAB_RQ_CONCURRENCY jobs at once on threads (worker/process.py): one is the default.
     workers = [
@@ -101,8 +104,19 @@ def lab_tiers(settings: Settings, options: LabOptions, redis_url: str) -> list[l
 
 
 def gunicorn_spec(
-    name: str, app: str, *, host: str, port: int, threads: int, workers: int, probe: Probe
+    name: str,
+    app: str,
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    probe: Probe,
+    preload: bool = False,
 ) -> ProcessSpec:
+    """A gunicorn server. ``preload``: the master builds the app once and its workers share
+    those pages (copy on write) instead of each importing and building its own; the app must be
+    safe to fork (see docs/architecture.md, "Forking")."""
     argv = (
         sys.executable,
         "-m",
@@ -115,6 +129,7 @@ def gunicorn_spec(
         str(workers),
         "-b",
         f"{_bind_host(host)}:{port}",
+        *(("--preload", "--config", PRELOAD_HOOKS) if preload else ()),
         *_no_control_socket(),
         app,
     )

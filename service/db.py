@@ -6,7 +6,9 @@ network, each statement waits the world's ``db_round_trip_ms`` before it runs, i
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,14 +20,31 @@ from latency_lab.telemetry.database_url import normalize_url
 
 
 def build_engine(url: str, **kwargs: Any) -> Engine:
+    """The engine for ``url``; safe to build before a fork (gunicorn ``--preload``)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(parsed, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(parsed, **kwargs)
+    _fresh_pool_after_fork(engine)
+    return engine
+
+
+def _fresh_pool_after_fork(engine: Engine) -> None:
+    """A forked child must not use its parent's pooled connections (two processes on one socket
+    or SQLite handle): it forgets them, without closing them under the parent (SQLAlchemy's
+    "using connection pools with multiprocessing", ``dispose(close=False)``)."""
+    engine_ref = weakref.ref(engine)
+
+    def forget_inherited_connections() -> None:
+        inherited = engine_ref()
+        if inherited is not None:
+            inherited.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget_inherited_connections)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

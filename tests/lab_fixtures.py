@@ -30,6 +30,7 @@ from latency_lab import telemetry
 from latency_lab.core.settings import Settings
 from latency_lab.core.shared_state import SharedState
 from latency_lab.core.world import World
+from latency_lab.lab.programs import LabOptions, lab_tiers
 from latency_lab.lab.redis_server import RedisServer, free_port
 from latency_lab.seed.seeding import seed_database
 from latency_lab.service.app import create_app
@@ -310,21 +311,35 @@ def lab_process_env(
     )
 
 
-@pytest.fixture
-def service_process(lab_process_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
-    """The lead service under gunicorn (one worker), as `latency-lab up` runs it."""
+def start_lab_service(
+    env: dict[str, str], log_file: Path, *, workers: int = 1
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The lead service started with the very command `latency-lab up` runs (``lab_tiers``):
+    gunicorn, preloaded, ``workers`` workers of four threads. Its URL and process, once up."""
     port = free_port()
-    log_file = tmp_path / "service.log"
-    process = start_gunicorn(
-        "latency_lab.service.app:create_app()",
-        port=port,
-        env=lab_process_env,
-        log_file=log_file,
-        threads=4,
+    settings = Settings(
+        LAB_HOST="127.0.0.1",
+        LAB_SERVICE_PORT=port,
+        LAB_SERVICE_WORKERS=workers,
+        LAB_VAR_DIR=Path(env["LAB_VAR_DIR"]),
     )
+    tiers = lab_tiers(settings, LabOptions(dashboard=False), env["REDIS_URL"])
+    (spec,) = [spec for tier in tiers for spec in tier if spec.name == "service"]
+    process = start_process(list(spec.argv), env=env, log_file=log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{url}/healthz", process, log_file)
+    except AssertionError:
+        stop_process(process)
+        raise
+    return url, process
+
+
+@pytest.fixture
+def service_process(lab_process_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
+    """The lead service, as `latency-lab up` runs it (one worker)."""
+    url, process = start_lab_service(lab_process_env, tmp_path / "service.log")
+    try:
         yield ServiceProcess(url, lab_process_env["LAB_TRACE_STORE_URL"])
     finally:
         stop_process(process)
