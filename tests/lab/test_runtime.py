@@ -151,6 +151,7 @@ def test_children_learn_where_everything_is(tmp_path: Path) -> None:
     assert env["LAB_SERVICE_URL"] == "http://127.0.0.1:9301"
     assert env["LAB_THIRDPARTY_URL"] == "http://127.0.0.1:9302"
     assert env["LAB_SERVICE_PORT"] == "9301"
+    assert (env["LAB_RQ_WORKERS"], env["LAB_RQ_CONCURRENCY"]) == ("1", "16")  # one worker process
 
 
 def test_a_taken_port_is_refused_naming_the_setting_to_change() -> None:
