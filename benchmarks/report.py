@@ -14,10 +14,10 @@ from latency_lab.benchmarks.plan import (
     ARTICLE_LATENCY_MS,
     ARTICLE_STATEMENTS,
     ARTICLE_THROUGHPUT_RATIO,
-    TARGETS,
     BenchPlan,
 )
 from latency_lab.benchmarks.requests import Target
+from latency_lab.benchmarks.targets import build_targets
 from latency_lab.telemetry.profiles import CodeGroup
 
 
@@ -31,6 +31,9 @@ def build_report(
     ingest: dict[str, Any],
     store: dict[str, Any],
     memory: dict[str, Any],
+    queue: dict[str, Any],
+    relay: dict[str, Any],
+    default_loader: str,
     machine: dict[str, Any],
     started_lab: bool,
 ) -> dict[str, Any]:
@@ -46,12 +49,24 @@ def build_report(
         },
         "configurations": configs,
         "article": _article_rows(by_name, sweep),
-        "targets": _targets(by_name, overhead, store, memory),
+        "targets": build_targets(
+            by_name=by_name,
+            sweep=sweep,
+            overhead=overhead,
+            store=store,
+            memory=memory,
+            queue=queue,
+            relay=relay,
+            default_loader=default_loader,
+        ),
         "sweep": sweep,
         "telemetry_overhead": overhead,
         "trace_store_ingest": ingest,
         "dashboard_queries": store,
         "memory": memory,
+        "queue": queue,
+        "relay": relay,
+        "default_loader": default_loader,
     }
 
 
@@ -101,88 +116,6 @@ def _article_rows(
                 off["leads"]["statements_per_request"], eager["leads"]["statements_per_request"]
             ),
         },
-    ]
-
-
-def _target(
-    name: str, measured: float | None, goal: str, met: bool | None, why: str = ""
-) -> dict[str, Any]:
-    return {
-        "figure": name,
-        "measured": measured,
-        "target": goal,
-        "met": met,
-        "note": "" if met or met is None else why,
-    }
-
-
-def _targets(
-    by_name: dict[str, dict[str, Any]],
-    overhead: dict[str, Any],
-    store: dict[str, Any],
-    memory: dict[str, Any],
-) -> list[dict[str, Any]]:
-    low, high = TARGETS.leads_all_off_p50_ms
-    off = by_name["all off"]["leads"]["p50_ms"]
-    hit = by_name["all on"]["leads"]["p50_ms"]
-    no_cache = by_name.get("article step 2: +async_offload", by_name["all on"])["leads"]["p50_ms"]
-    throughput = _ratio(
-        by_name["all on"]["mix"]["requests_per_s"], by_name["all off"]["mix"]["requests_per_s"]
-    )
-    slowest_query = max(store["query_ms"].values())
-    pct = overhead.get("overhead_pct")
-    rss = memory.get("under_load_peak_mb")
-    noisy = "two shared cores: the load generator, the lab and its exporters compete for them"
-    return [
-        _target(
-            "GET /api/leads?limit=100 all off, p50 (ms)",
-            off,
-            f"{low:.0f}-{high:.0f}",
-            off is not None and low <= off <= high,
-            noisy,
-        ),
-        _target(
-            "same, all on (cache hit), p50 (ms)",
-            hit,
-            f"<= {TARGETS.leads_cache_hit_p50_ms:g}",
-            hit is not None and hit <= TARGETS.leads_cache_hit_p50_ms,
-            noisy,
-        ),
-        _target(
-            "same, eager + offload without caches, p50 (ms)",
-            no_cache,
-            f"<= {TARGETS.leads_no_cache_p50_ms}",
-            no_cache is not None and no_cache <= TARGETS.leads_no_cache_p50_ms,
-            "the joined query carries tags x metadata rows per lead; selectin is leaner",
-        ),
-        _target(
-            "throughput all on / all off (same workers)",
-            throughput,
-            f">= {TARGETS.throughput_ratio:.0f}x",
-            throughput is not None and throughput >= TARGETS.throughput_ratio,
-            noisy,
-        ),
-        _target(
-            "telemetry overhead on the optimized path, p50 (%)",
-            pct,
-            f"<= {TARGETS.telemetry_overhead_pct:.0f}",
-            None if pct is None else pct <= TARGETS.telemetry_overhead_pct,
-            "span creation and export share the request's core",
-        ),
-        _target(
-            f"slowest dashboard overview query on {store['spans']:,} spans (ms)",
-            slowest_query,
-            f"<= {TARGETS.dashboard_query_ms:.0f}",
-            slowest_query <= TARGETS.dashboard_query_ms,
-            "SQLite aggregates every row of a full-history scan",
-        ),
-        _target(
-            "whole embedded lab, resident memory under load (MB)",
-            rss,
-            f"<= {TARGETS.lab_rss_mb:.0f}",
-            None if rss is None else rss <= TARGETS.lab_rss_mb,
-            "each gunicorn worker holds its own interpreter, SQLAlchemy and OpenTelemetry",
-        ),
     ]
 
 
@@ -307,9 +240,56 @@ def markdown(report: dict[str, Any]) -> str:
             ["query", "ms"],
             [[k, val] for k, val in report["dashboard_queries"]["query_ms"].items()],
         ),
-        "Memory: " + json.dumps(report["memory"]),
+        *_queue_section(report),
+        *_memory_section(report),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _queue_section(report: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            c["name"],
+            q.get("arrivals"),
+            q.get("arrival_rate"),
+            q.get("completion_rate"),
+            q.get("backlog_at_end"),
+            q.get("drain_s"),
+        ]
+        for c in report["configurations"]
+        if (q := c.get("queue"))
+    ]
+    burst = report["queue"].get("burst")
+    if burst:
+        name = f"burst: {burst['requests']} uncached eager + offload reads"
+        rates = [burst["arrival_rate"], burst["completion_rate"]]
+        rows.append([name, burst["arrivals"], *rates, burst["backlog_at_end"], burst["drain_s"]])
+    if not rows:
+        return []
+    return [
+        "## The side-effects queue (jobs arrive with reads and writes; does it keep up?)",
+        _table(
+            ["load", "jobs", "arrived /s", "completed /s", "queued at the end", "drained in s"],
+            rows,
+        ),
+        "Outbox relay on an idle lab: " + json.dumps(report["relay"]),
+    ]
+
+
+def _memory_section(report: dict[str, Any]) -> list[str]:
+    memory = report["memory"]
+    sections = []
+    for key, title in (("at_rest", "at rest"), ("under_load_peak", "under load (peak PSS)")):
+        sample = memory.get(key)
+        if not sample:
+            continue
+        rows = [
+            [name, int(g["count"]), g["rss_mb"], g["pss_mb"]]
+            for name, g in sample["by_process"].items()
+        ]
+        rows.append(["whole lab", sample["processes"], sample["rss_mb"], sample["pss_mb"]])
+        sections += [f"Memory {title} (MB):", _table(["process", "count", "RSS", "PSS"], rows)]
+    return ["## Memory (RSS counts shared pages in every process; PSS once)", *sections]
 
 
 def html(report: dict[str, Any]) -> str:
@@ -351,7 +331,7 @@ def _latency_figure(report: dict[str, Any]) -> go.Figure:
 
 def _sweep_figure(report: dict[str, Any], field: str, title: str) -> go.Figure:
     figure = go.Figure()
-    for loader in ("lazy", "joined", "selectin"):
+    for loader in dict.fromkeys(r["loader"] for r in report["sweep"]):
         rows = [r for r in report["sweep"] if r["loader"] == loader]
         figure.add_scatter(
             name=loader, x=[r["n"] for r in rows], y=[r[field] for r in rows], mode="lines+markers"

@@ -94,6 +94,22 @@ def run_configuration(
     }
 
 
+def run_leads_burst(
+    target: Target, toggles: Toggles, *, requests: int, concurrency: int
+) -> dict[str, Any]:
+    """``GET /api/leads?limit=100`` ``requests`` times at ``concurrency``, via the edge: with
+    ``async_offload`` on, every one of them enqueues its analytics job."""
+    spec = _spec(
+        target,
+        base_url=target.edge_url,
+        requests=requests,
+        concurrency=concurrency,
+        toggles=toggles.label(),
+        mix={Endpoint.LIST: 1.0},
+    )
+    return LoadGenerator(spec).run().summary()
+
+
 def profile_breakdown(config: Configuration, target: Target, requests: int) -> dict[str, Any]:
     """Where ``GET /api/leads?limit=100``'s time goes in the service, from ``requests`` profiled
     requests straight at the service: mean milliseconds and share of the request per code group

@@ -17,10 +17,18 @@ from tqdm import tqdm
 
 from latency_lab.benchmarks import lab_costs
 from latency_lab.benchmarks.memory import MemoryWatch, lab_memory
-from latency_lab.benchmarks.plan import BenchPlan, configurations
+from latency_lab.benchmarks.plan import BenchPlan, Configuration, configurations
+from latency_lab.benchmarks.queue_drain import QueueDrain, drain_after, measure_queue_drain
+from latency_lab.benchmarks.relay_idle import measure_idle_relay
 from latency_lab.benchmarks.report import build_report, write_reports
-from latency_lab.benchmarks.requests import Target, run_configuration, run_sweep
+from latency_lab.benchmarks.requests import (
+    Target,
+    run_configuration,
+    run_leads_burst,
+    run_sweep,
+)
 from latency_lab.core.settings import Settings
+from latency_lab.core.toggles import Toggles
 from latency_lab.lab.redis_server import free_port
 from latency_lab.lab.runtime import (
     HttpProbe,
@@ -50,7 +58,7 @@ def run_bench(
 ) -> tuple[dict[str, Any], list[Path]]:
     plan = BenchPlan.smoke() if quick else BenchPlan.full()
     configs = configurations()
-    steps = 3 * len(configs) + 3 * len(plan.sweep_sizes) + 4
+    steps = 3 * len(configs) + len(plan.sweep_sizes) * len(plan.sweep_loaders) + 6
     with _lab(settings, url, say) as lab, tqdm(total=steps, desc="bench", unit="step") as bar:
 
         def tick(label: str) -> None:
@@ -59,8 +67,12 @@ def run_bench(
 
         at_rest = lab_memory(lab.pids) if lab.pids else None
         with MemoryWatch(lab.pids) as watch:
-            results = [run_configuration(c, lab.target, plan, tick) for c in configs]
+            results = [_watching_the_queue(lab, c, plan, tick) for c in configs]
+            queue = {"burst": _queue_burst(lab, plan)}
+            tick("queue burst")
         sweep = run_sweep(lab.target, plan, tick)
+        relay = _idle_relay(settings, lab, plan)
+        tick("idle outbox relay")
         overhead = {
             **_overhead(settings, lab, plan, say),
             "profiling": _profiling_overhead(settings, lab, plan),
@@ -85,12 +97,67 @@ def run_bench(
         ingest=ingest,
         store=store,
         memory=memory,
+        queue=queue,
+        relay=relay,
+        default_loader=settings.loader_strategy,
         machine=_machine(),
         started_lab=lab.started_here,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     paths = write_reports(report, out_dir / stamp)
     return report, paths
+
+
+def _watching_the_queue(
+    lab: BenchedLab, config: Configuration, plan: BenchPlan, tick: Callable[[str], None]
+) -> dict[str, Any]:
+    """One configuration's requests, then how the side-effects queue drained after them."""
+    started = time.time()
+    result = run_configuration(config, lab.target, plan, tick)
+    if lab.redis_url is not None:
+        result["queue"] = _drain_figures(drain_after(lab.redis_url, started, time.time()))
+    return result
+
+
+def _queue_burst(lab: BenchedLab, plan: BenchPlan) -> dict[str, Any] | None:
+    """The issue's queue figure: uncached eager + offload reads at the plan's concurrency (each
+    enqueues an analytics job), then the seconds until the queue is empty."""
+    if lab.redis_url is None:
+        return None
+    toggles = Toggles(eager_loading=True, async_offload=True)
+    requests, concurrency = plan.queue_burst_requests, plan.concurrency
+    drain = measure_queue_drain(
+        lab.redis_url,
+        lambda: run_leads_burst(lab.target, toggles, requests=requests, concurrency=concurrency),
+    )
+    return {"requests": requests, "concurrency": concurrency, **_drain_figures(drain)}
+
+
+def _drain_figures(drain: QueueDrain) -> dict[str, Any]:
+    return {
+        "arrivals": drain.arrivals,
+        "completions": drain.completions,
+        "load_s": round(drain.load_s, 2),
+        "arrival_rate": round(drain.arrival_rate, 1),
+        "completion_rate": round(drain.completion_rate, 1),
+        "backlog_at_end": drain.backlog_at_end,
+        "drain_s": None if drain.drain_s is None else round(drain.drain_s, 2),
+    }
+
+
+def _idle_relay(settings: Settings, lab: BenchedLab, plan: BenchPlan) -> dict[str, Any]:
+    """Statements an outbox relay sends while the outbox has nothing for it."""
+    if lab.redis_url is None:
+        return dict(_NO_LAB)
+    idle = measure_idle_relay(
+        settings.resolved_database_url, lab.redis_url, window_s=plan.relay_idle_window_s
+    )
+    return {
+        "statements": idle.statements,
+        "window_s": idle.window_s,
+        "per_5_s": round(idle.per_5_s, 2),
+        "counted_by": idle.counted_by,
+    }
 
 
 @contextlib.contextmanager

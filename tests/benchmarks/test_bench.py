@@ -97,7 +97,13 @@ def test_article_rows_and_lab_costs_are_reported(
     ingest = report["trace_store_ingest"]
     assert ingest["stored"] == ingest["spans_sent"] and ingest["failed"] == 0
     assert report["dashboard_queries"]["spans"] == 20_000
-    assert report["memory"]["processes"] >= 5
+    peak = report["memory"]["under_load_peak"]
+    assert peak["processes"] >= 5
+    assert sum(g["count"] for g in peak["by_process"].values()) == peak["processes"]
+    assert peak["pss_mb"] <= report["memory"]["under_load_peak_rss_mb"]
+    figures = {t["figure"].split(",")[0].split(":")[0] for t in report["targets"]}
+    assert {"telemetry overhead", "side-effects queue", "whole lab under load",
+            "outbox relay", "same for N=500 (sweep"} <= figures  # fmt: skip
     assert {t["met"] for t in report["targets"]} <= {True, False, None}
     assert all(t["note"] for t in report["targets"] if t["met"] is False)
     for name in ("report.json", "report.md", "report.html"):
@@ -142,3 +148,22 @@ def test_each_configuration_says_where_its_time_goes_from_profiles(
     assert profiles["all off"]["ms"]["SQLAlchemy"] > 0
     assert profiles["all on"]["ms"]["SQLAlchemy"] == 0
     assert "Where the service's time goes" in (directory / "report.md").read_text()
+
+
+def test_the_queue_figures_count_every_job_the_reads_enqueued(
+    quick_report: tuple[dict[str, Any], Path],
+) -> None:
+    report, _ = quick_report
+    burst = report["queue"]["burst"]
+
+    # Each uncached read with async_offload on enqueues exactly one analytics job.
+    assert burst["arrivals"] == burst["requests"]
+    assert burst["drain_s"] is not None, burst  # the queue emptied (how fast is a figure)
+    for config in report["configurations"]:
+        queue = config["queue"]
+        toggles = config["toggles"]
+        if toggles["async_offload"] and not toggles["edge_cache"]:  # an edge hit reaches no one
+            assert queue["arrivals"] >= config["leads"]["requests"], config["name"]
+        assert queue["drain_s"] is not None, config["name"]
+    relay = report["relay"]
+    assert relay["counted_by"] == "sqlalchemy" and relay["window_s"] > 0
