@@ -112,6 +112,13 @@ def dispatched(running: RunningRelay, event_id: str, timeout_s: float = 5.0) -> 
     return bool(eventually(check, timeout_s=timeout_s))
 
 
+def looked(running: RunningRelay, reason: Look, times: int) -> dict[Look, int]:
+    """The relay's looks once it has looked ``times`` for ``reason`` (a look is counted when
+    it is over, a moment after the row it dispatched is committed)."""
+    eventually(lambda: running.relay.looks[reason] >= times, timeout_s=5)
+    return dict(running.relay.looks)
+
+
 # --- idle: no polling ------------------------------------------------------------------------
 def test_an_idle_relay_sends_at_most_one_statement_per_5_seconds(
     database_url: str, lab_redis: str
@@ -155,7 +162,7 @@ def test_a_new_row_is_dispatched_when_the_relay_is_told(database_url: str, lab_r
         event_id = running.add_row(hold_s=0)
         assert dispatched(running, event_id), running.relay.looks
         took_s = time.monotonic() - started
-        looks = dict(running.relay.looks)
+        looks = looked(running, Look.NOTIFIED, 2)
 
     assert looks.get(Look.NOTIFIED, 0) >= 2  # "listening now" at start, then the new row
     assert Look.SAFETY_NET not in looks and Look.DEAF_POLL not in looks
@@ -171,7 +178,7 @@ def test_a_held_row_is_dispatched_when_it_comes_due_without_being_told(
     with running_relay(database_url, lab_redis) as running:
         assert running.state_of(event_id) == OutboxState.PENDING.value
         assert dispatched(running, event_id), running.relay.looks
-        looks = dict(running.relay.looks)
+        looks = looked(running, Look.DUE, 1)
 
     assert looks.get(Look.DUE, 0) >= 1, looks
     assert Look.SAFETY_NET not in looks and Look.DEAF_POLL not in looks, looks
@@ -182,7 +189,7 @@ def test_a_row_nobody_announced_is_found_by_the_safety_net(sqlite_url: str, lab_
     with running_relay(sqlite_url, lab_redis, safety_net_s=2.0) as running:
         event_id = running.add_row(hold_s=0, ring=False)
         assert dispatched(running, event_id), running.relay.looks
-        looks = dict(running.relay.looks)
+        looks = looked(running, Look.SAFETY_NET, 1)
 
     assert looks.get(Look.SAFETY_NET, 0) >= 1, looks
 
@@ -200,7 +207,7 @@ def test_a_lost_listen_connection_falls_back_to_polling_and_listens_again(
         assert eventually(lambda: listener.reconnects == 1, timeout_s=10)
         event_id = running.add_row(hold_s=0)
         assert dispatched(running, event_id), running.relay.looks
-        looks = dict(running.relay.looks)
+        looks = looked(running, Look.NOTIFIED, 2)
 
     # Heard at start, and again after the cut (the new row's notification may share that look).
     assert looks.get(Look.NOTIFIED, 0) >= 2 and Look.SAFETY_NET not in looks, looks
