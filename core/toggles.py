@@ -22,7 +22,7 @@ LOADER_HEADER = "X-Lab-Loader"
 # The eager loaders (service.lead_loader.LoaderStrategy), from the article's single JOIN to the
 # database building the JSON: what LAB_LOADER_STRATEGY and X-Lab-Loader accept.
 EAGER_LOADERS = ("joined", "selectin", "rows", "json")
-DEFAULT_LOADER = "json"  # the fastest, measured: docs/performance.md
+DEFAULT_LOADER = "json"  # the fastest on SQLite and PostgreSQL (README, "Performance")
 # ``on`` profiles this request (and its jobs) with the sampling profiler; same access rule.
 PROFILE_HEADER = "X-Lab-Profile"
 

@@ -185,19 +185,18 @@ def _json_object_pg(element: json_object, compiler: SQLCompiler, **kw: Any) -> s
     return f"json_build_object({', '.join(_args(element, compiler, **kw))})"
 
 
+# Both write 'YYYY-MM-DDTHH:MM:SS.ffffff' and drop a '.000000' (the only '.' in the text).
 @compiles(iso_timestamp)
 def _iso_timestamp(element: iso_timestamp, compiler: SQLCompiler, **kw: Any) -> str:
     # SQLAlchemy stores SQLite DATETIMEs as text: 'YYYY-MM-DD HH:MM:SS.ffffff'
     (ts,) = _args(element, compiler, **kw)
-    fraction = f"CASE WHEN substr({ts}, 21) IN ('', '000000') THEN '' ELSE substr({ts}, 20) END"
-    return f"(replace(substr({ts}, 1, 19), ' ', 'T') || {fraction})"
+    return f"replace(replace({ts}, ' ', 'T'), '.000000', '')"
 
 
 @compiles(iso_timestamp, "postgresql")
 def _iso_timestamp_pg(element: iso_timestamp, compiler: SQLCompiler, **kw: Any) -> str:
     (ts,) = _args(element, compiler, **kw)
-    fraction = f"CASE WHEN date_trunc('second', {ts}) = {ts} THEN '' ELSE to_char({ts}, '.US') END"
-    return f"""(to_char({ts}, 'YYYY-MM-DD"T"HH24:MI:SS') || {fraction})"""
+    return f"""replace(to_char({ts}, 'YYYY-MM-DD"T"HH24:MI:SS.US'), '.000000', '')"""
 
 
 @compiles(json_array_agg)

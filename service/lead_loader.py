@@ -28,7 +28,6 @@ from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from latency_lab.core.toggles import EAGER_LOADERS
 from latency_lab.service import lead_documents
 from latency_lab.service.lead_page import (
     Filters,
@@ -42,15 +41,14 @@ from latency_lab.service.models import Lead, LeadMetadata, Tag, User, lead_tags
 
 
 class LoaderStrategy(StrEnum):
+    """How leads are loaded: ``lazy``, or one of the eager loaders that settings and
+    ``X-Lab-Loader`` accept (``core.toggles.EAGER_LOADERS``, kept equal by a test)."""
+
     LAZY = "lazy"
     JOINED = "joined"
     SELECTIN = "selectin"
     ROWS = "rows"
     JSON = "json"
-
-
-# The eager ones, as core.toggles names them for settings and headers (a test keeps them equal).
-EAGER_STRATEGIES = tuple(LoaderStrategy(name) for name in EAGER_LOADERS)
 
 
 def choose_strategy(
