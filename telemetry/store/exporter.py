@@ -33,8 +33,10 @@ class TraceStoreExporter(SpanExporter):
     The store (and its engine) is created lazily, in the process that exports: an exporter built
     before a fork (gunicorn master, RQ worker) opens its own connections in the child. Every
     export also upserts this process's counters into ``process_stats`` (from the source given to
-    :meth:`set_stats_source`, else its own count of exported spans), and every
-    ``retention_every`` exports it trims the store. ``export`` never raises.
+    :meth:`set_stats_source`, else its own count of exported spans). It trims the store on its
+    first export, then whenever it has written ``trim_fraction`` of ``retention_max_spans`` since
+    its last trim, and at least every ``trim_interval_s`` (for the age limit): so the store holds
+    at most the cap plus that fraction per writing process. ``export`` never raises.
     """
 
     def __init__(
@@ -43,13 +45,19 @@ class TraceStoreExporter(SpanExporter):
         *,
         retention_max_age_s: float | None = 24 * 3600,
         retention_max_spans: int | None = 2_000_000,
-        retention_every: int = 200,
+        trim_fraction: float = 0.05,
+        trim_interval_s: float = 600.0,
         stats: StatsSource | None = None,
     ) -> None:
         self.url = url
         self.retention_max_age_s = retention_max_age_s
         self.retention_max_spans = retention_max_spans
-        self.retention_every = max(1, retention_every)
+        self.trim_after_spans = (
+            max(1, int(retention_max_spans * trim_fraction)) if retention_max_spans else None
+        )
+        self.trim_interval_s = trim_interval_s
+        self._spans_since_trim = 0
+        self._last_trim: float | None = None
         self._stats = stats
         self._lock = threading.Lock()
         self._store: TraceStore | None = None
@@ -79,6 +87,7 @@ class TraceStoreExporter(SpanExporter):
                 return SpanExportResult.FAILURE
             self._exports += 1
             self._exported_spans += len(spans)
+            self._spans_since_trim += len(spans)
             self._after_export(store, spans[0])
             return SpanExportResult.SUCCESS
 
@@ -100,7 +109,7 @@ class TraceStoreExporter(SpanExporter):
         if self._store is not None and self._pid != pid:
             # Inherited from the parent: leave its connections to it, open our own.
             self._store.engine.dispose(close=False)
-            self._store, self._exports = None, 0
+            self._store, self._exports, self._last_trim = None, 0, None
         if self._store is None:
             self._store = TraceStore(self.url).create()
             self._pid = pid
@@ -129,9 +138,17 @@ class TraceStoreExporter(SpanExporter):
                 exported=exported,
                 dropped=dropped,
             )
-            if self._exports % self.retention_every == 1 or self.retention_every == 1:
+            if self._trim_due():
+                self._last_trim, self._spans_since_trim = time.monotonic(), 0
                 store.apply_retention(
                     max_age_s=self.retention_max_age_s, max_spans=self.retention_max_spans
                 )
         except Exception:
             log.warning("trace store bookkeeping failed", exc_info=True)
+
+    def _trim_due(self) -> bool:
+        if self._last_trim is None:
+            return True
+        if self.trim_after_spans is not None and self._spans_since_trim >= self.trim_after_spans:
+            return True
+        return time.monotonic() - self._last_trim >= self.trim_interval_s

@@ -216,17 +216,25 @@ def test_exporter_writes_and_reports_process_stats(store_url: str) -> None:
     store.close()
 
 
-def test_exporter_applies_retention_every_n_exports(sqlite_store_url: str) -> None:
+def test_exporter_trims_each_time_it_has_written_a_twentieth_of_the_cap(
+    sqlite_store_url: str,
+) -> None:
     recording = RecordingProvider()
     exporter = TraceStoreExporter(
-        sqlite_store_url, retention_max_age_s=None, retention_max_spans=50, retention_every=3
+        sqlite_store_url, retention_max_age_s=None, retention_max_spans=400
     )
-    for _ in range(7):
-        exporter.export(request_traces(recording, [RequestShape(statements=9)] * 4))  # 40 spans
-    exporter.shutdown()
     store = TraceStore(sqlite_store_url)
-    # Trimmed on exports 1, 4 and 7: never more than 50 kept + 2 exports' worth in between.
-    assert store.counts()["spans"] <= 50
+    most = 0
+    for _ in range(30):
+        exporter.export(request_traces(recording, [RequestShape(statements=9)] * 2))  # 20 spans
+        most = max(most, store.counts()["spans"])
+    exporter.shutdown()
+
+    # 600 spans written, 20 at a time: trimmed whenever 20 (5 % of 400) had been written, so the
+    # store never held more than the cap plus one export.
+    assert most <= 400 + 20
+    assert store.counts()["spans"] <= 400
+    store.close()
 
 
 def test_exporter_after_shutdown_fails_without_raising(sqlite_store_url: str) -> None:
