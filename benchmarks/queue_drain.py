@@ -7,6 +7,11 @@ For the bench, around any load that enqueues jobs::
     print(drain.arrival_rate, drain.completion_rate, drain.drain_s)
 
 or, when the load is timed elsewhere, :func:`drain_after` with its start and end (Unix seconds).
+Against a running lab, with arrivals of its own (reads' analytics events, as the service enqueues
+them)::
+
+    python -m latency_lab.benchmarks.queue_drain --redis-url REDIS_URL --jobs 600 --rate 100
+
 The rates are read from RQ's records of the jobs themselves
 (:func:`latency_lab.worker.queue_flow.read_flow`, what the dashboard shows); the drain is
 watched: how long after the load's end nothing is queued or running any more.
@@ -14,7 +19,9 @@ watched: how long after the load's end nothing is queued or running any more.
 
 from __future__ import annotations
 
+import argparse
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -114,3 +121,42 @@ def _wait_until_empty(queue: Queue, deadline: float) -> float | None:
             return None
         time.sleep(POLL_S)
     return time.time()
+
+
+def enqueue_reads(redis_url: str, jobs: int, rate_per_s: float) -> None:
+    """``jobs`` reads' analytics events, enqueued as the service does, at ``rate_per_s``."""
+    from opentelemetry import trace
+
+    from latency_lab.service import tasks
+    from latency_lab.service.offload import enqueue
+
+    with redis.Redis.from_url(redis_url) as connection:
+        queue, tracer = Queue(QUEUE_NAME, connection=connection), trace.get_tracer(__name__)
+        run = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        for n in range(jobs):
+            kwargs = {"name": "leads.list", "event_id": f"drain-{run}-{n}"}
+            enqueue(tasks.track_event, kwargs, queue=queue, tracer=tracer)
+            time.sleep(max(0.0, started + (n + 1) / rate_per_s - time.monotonic()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Enqueue a burst of jobs, watch the queue drain.")
+    parser.add_argument("--redis-url", required=True, help="the lab's Redis (lab.json: urls.redis)")
+    parser.add_argument("--jobs", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=100.0, help="arrivals per second")
+    args = parser.parse_args()
+    drain = measure_queue_drain(
+        args.redis_url, lambda: enqueue_reads(args.redis_url, args.jobs, args.rate)
+    )
+    drained = "not within the timeout" if drain.drain_s is None else f"in {drain.drain_s:.2f} s"
+    print(
+        f"{drain.arrivals} jobs arrived at {drain.arrival_rate:.1f}/s, "
+        f"{drain.completion_rate:.1f}/s completed meanwhile; {drain.backlog_at_end} left at the "
+        f"last arrival, drained {drained} "
+        f"(goal: {DRAIN_GOAL_S:.0f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

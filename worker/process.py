@@ -25,10 +25,10 @@ is called again with the same idempotency key, so a call that had reached it bef
 answered as a duplicate, not delivered twice.
 
 Redis failing under a slot makes RQ's worker quit; the slot waits for Redis and starts a new one
-(:func:`work_until_stopped`), so a Redis restart does not end the lab's workers. SIGTERM (or
-Ctrl-C) is a warm stop: running jobs finish, idle slots leave their blocking dequeue at once
-(``CLIENT UNBLOCK``), spans are flushed. A second signal stops at once; the jobs it interrupts
-run again as abandoned jobs.
+(:meth:`WorkerSlots.work_until_stopped`), so a Redis restart does not end the lab's workers.
+SIGTERM (or Ctrl-C) is a warm stop: running jobs finish, idle slots leave their blocking dequeue
+at once (``CLIENT UNBLOCK``), spans are flushed. A second signal stops at once; the jobs it
+interrupts run again as abandoned jobs.
 """
 
 from __future__ import annotations
@@ -219,76 +219,74 @@ def new_worker(
     )
 
 
-def work_until_stopped(
-    client: redis.Redis,
-    stopping: threading.Event,
-    *,
-    name: str | None = None,
-    with_scheduler: bool = True,
-) -> None:
-    """Run one slot's RQ worker; when Redis failed under it (RQ's worker then quits), wait and
-    start anew, until ``stopping`` is set.
+class WorkerSlots:
+    """This process's slots: ``concurrency`` RQ workers on threads (the first also runs the
+    scheduler), until ``stopping`` is set; then running jobs finish and idle slots leave."""
 
-    Without this a Redis restart would end every slot, and ``latency-lab up`` stops the whole
-    lab when one of its processes ends.
-    """
-    while not stopping.is_set():
-        worker = new_worker(client, stopping, name)
+    def __init__(self, client: redis.Redis, concurrency: int, stopping: threading.Event) -> None:
+        self.client = client
+        self.concurrency = concurrency
+        self.stopping = stopping
+        # The names this process's Redis connections go by: its own, and each RQ worker's (RQ
+        # names a pooled connection after the worker it builds).
+        self.connection_names = {CLIENT_NAME.format(pid=os.getpid())}
+
+    def run(self) -> None:
+        slots = [
+            threading.Thread(target=self.work_until_stopped, args=(n,), name=f"slot-{n}")
+            for n in range(1, self.concurrency + 1)
+        ]
+        for slot in slots:
+            slot.start()
+        while not self.stopping.wait(1.0):
+            pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        for slot in slots:
+            while slot.is_alive() and time.monotonic() < deadline:
+                self.unblock_idle()  # again: a slot may have just entered its dequeue
+                slot.join(0.2)
+
+    def work_until_stopped(self, n: int) -> None:
+        """Run slot ``n``'s RQ worker; when Redis failed under it (RQ's worker then quits),
+        wait and start anew, until stopped.
+
+        Without this a Redis restart would end every slot, and ``latency-lab up`` stops the
+        whole lab when one of its processes ends.
+        """
+        while not self.stopping.is_set():
+            worker = new_worker(self.client, self.stopping, f"{os.getpid()}-{n}")
+            self.connection_names.add(worker.name)
+            try:
+                worker.work(with_scheduler=n == 1)
+            except redis.RedisError as exc:  # from RQ's teardown, with Redis still down
+                log.warning("worker %s: Redis failed under it (%s)", worker.name, exc)
+            except Exception:  # a slot never dies silently: the process would lose capacity
+                log.exception("worker %s: unexpected failure", worker.name)
+            if self.stopping.is_set():
+                return
+            log.warning("worker %s quit; starting a new one once Redis answers", worker.name)
+            self._wait_for_redis()
+
+    def _wait_for_redis(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.client.ping()
+                return
+            except redis.RedisError:
+                self.stopping.wait(REDIS_WAIT_S)
+
+    def unblock_idle(self) -> int:
+        """End this process's blocked dequeues now (they would wait out their timeout): Redis
+        answers them with an error, and nothing is dequeued. Returns how many were unblocked."""
+        unblocked = 0
         try:
-            worker.work(with_scheduler=with_scheduler)
-        except redis.RedisError as exc:  # from RQ's teardown, with Redis still down
-            log.warning("worker %s: Redis failed under it (%s)", worker.name, exc)
-        except Exception:  # a slot never dies silently: the process would lose capacity
-            log.exception("worker %s: unexpected failure", worker.name)
-        if stopping.is_set():
-            return
-        log.warning("worker %s quit; starting a new one once Redis answers", worker.name)
-        _wait_for_redis(client, stopping)
-
-
-def _wait_for_redis(client: redis.Redis, stopping: threading.Event) -> None:
-    while not stopping.is_set():
-        try:
-            client.ping()
-            return
-        except redis.RedisError:
-            stopping.wait(REDIS_WAIT_S)
-
-
-def run_slots(client: redis.Redis, concurrency: int, stopping: threading.Event) -> None:
-    """``concurrency`` slots on threads (the first also runs the scheduler) until ``stopping``."""
-    slots = [
-        threading.Thread(
-            target=work_until_stopped,
-            args=(client, stopping),
-            kwargs={"name": f"{os.getpid()}-{n}", "with_scheduler": n == 1},
-            name=f"slot-{n}",
-        )
-        for n in range(1, concurrency + 1)
-    ]
-    for slot in slots:
-        slot.start()
-    while not stopping.wait(1.0):
-        pass
-    deadline = time.monotonic() + STOP_WAIT_S
-    for slot in slots:
-        while slot.is_alive() and time.monotonic() < deadline:
-            unblock_idle_slots(client)  # again: a slot may have just entered its dequeue
-            slot.join(0.2)
-
-
-def unblock_idle_slots(client: redis.Redis) -> int:
-    """End this process's blocked dequeues now (they would wait out their timeout): Redis
-    answers them with an error, and nothing is dequeued. Returns how many were unblocked."""
-    name = CLIENT_NAME.format(pid=os.getpid())
-    unblocked = 0
-    try:
-        for entry in client.client_list():
-            if entry.get("name") == name and entry.get("cmd") in BLOCKING_COMMANDS:
-                unblocked += int(client.client_unblock(int(entry["id"]), error=True))
-    except redis.RedisError as exc:  # Redis down: the slots are not blocked on it either
-        log.debug("could not unblock idle slots: %s", exc)
-    return unblocked
+            for entry in self.client.client_list():
+                mine = entry.get("name") in self.connection_names
+                if mine and entry.get("cmd") in BLOCKING_COMMANDS:
+                    unblocked += int(self.client.client_unblock(int(entry["id"]), error=True))
+        except redis.RedisError as exc:  # Redis down: the slots are not blocked on it either
+            log.debug("could not unblock idle slots: %s", exc)
+        return unblocked
 
 
 def main() -> None:
@@ -307,7 +305,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("worker: %d slots on queue %s", settings.rq_concurrency, QUEUE_NAME)
-    run_slots(client, settings.rq_concurrency, stopping)
+    WorkerSlots(client, settings.rq_concurrency, stopping).run()
     lab.force_flush()
 
 

@@ -22,7 +22,7 @@ from latency_lab.service import tasks
 from latency_lab.service.offload import QUEUE_NAME, enqueue
 from tests.lab_fixtures import ThirdParty, eventually, process_env, start_process, stop_process
 
-SLOTS = 4
+SLOTS = 16  # the default LAB_RQ_CONCURRENCY
 
 
 @pytest.fixture
@@ -49,6 +49,11 @@ def worker(
 def test_an_idle_worker_leaves_at_once_and_unregistered(
     worker: subprocess.Popen[bytes], lab_redis: str
 ) -> None:
+    queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(lab_redis))
+    for n in range(100):  # some work first: every slot has dequeued on some pooled connection
+        enqueue(tasks.track_event, {"name": "warm", "event_id": f"warm-{n}"}, queue=queue,
+                tracer=trace.get_tracer("test"))  # fmt: skip
+    assert eventually(lambda: queue.finished_job_registry.count == 100, timeout_s=20)
     time.sleep(1.0)  # every slot is in its blocking dequeue (5 s each)
     sent = time.monotonic()
     worker.send_signal(signal.SIGTERM)
