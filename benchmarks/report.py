@@ -48,7 +48,7 @@ def build_report(
             "started_by_bench": started_lab,
         },
         "configurations": configs,
-        "article": _article_rows(by_name, sweep),
+        "article": _article_rows(by_name, sweep, default_loader),
         "targets": build_targets(
             by_name=by_name,
             sweep=sweep,
@@ -86,7 +86,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 
 
 def _article_rows(
-    by_name: dict[str, dict[str, Any]], sweep: list[dict[str, Any]]
+    by_name: dict[str, dict[str, Any]], sweep: list[dict[str, Any]], default_loader: str
 ) -> list[dict[str, Any]]:
     off, on = by_name["all off"], by_name["all on"]
     eager = by_name["eager_loading alone"]
@@ -110,7 +110,7 @@ def _article_rows(
             "row": "Database calls per request (GET /api/leads?limit=100)",
             "article": f"{ARTICLE_STATEMENTS[0]} → {ARTICLE_STATEMENTS[1]}",
             "measured": f"{off['leads']['statements_per_request']} → "
-            f"{eager['leads']['statements_per_request']} (joined), "
+            f"{eager['leads']['statements_per_request']} ({default_loader}), "
             f"{selectin} (selectin)",
             "ratio": _ratio(
                 off["leads"]["statements_per_request"], eager["leads"]["statements_per_request"]
