@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +55,15 @@ class ServiceContext:
 
     @classmethod
     def build(cls, settings: Settings, lab_telemetry: ProcessTelemetry) -> ServiceContext:
+        """This process's dependencies. Building them records no spans: start-up is no
+        request's work, and a preloaded gunicorn master must have nothing to export when it
+        forks (a worker forked mid-export would inherit the export's locks, held for ever, and
+        never export a span)."""
+        with suppress_instrumentation():
+            return cls._build(settings, lab_telemetry)
+
+    @classmethod
+    def _build(cls, settings: Settings, lab_telemetry: ProcessTelemetry) -> ServiceContext:
         client = connect_redis(
             settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, retries=REDIS_RETRIES
         )

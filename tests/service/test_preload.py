@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from latency_lab.benchmarks.memory import lab_memory
-from tests.lab_fixtures import eventually, start_lab_service, stop_process
+from tests.lab_fixtures import Lab, eventually, start_lab_service, stop_process
 
 WORKERS = 4
 WRITES = 24
@@ -57,3 +57,13 @@ def test_preloaded_workers_serve_reads_and_writes_on_their_own_connections(
     # The workers share the master's pages: counted once (PSS), the service is far smaller
     # than its resident sizes summed (without --preload the two are within ~25 % of each other).
     assert memory.pss_mb < 0.7 * memory.rss_mb, memory.as_dict()
+
+
+def test_building_the_app_records_no_spans(lab: Lab) -> None:
+    """A preloaded master builds the app and forks: had it spans to export, a worker forked in
+    the middle of that export would inherit its locks, held for ever, and never export one."""
+    assert lab.spans.get_finished_spans() == ()  # the shared state read, the schema: none
+
+    lab.get("/api/leads?limit=1", toggles="redis_cache=on")
+
+    assert lab.spans.get_finished_spans() != ()  # requests are traced as ever
