@@ -44,6 +44,7 @@ from uuid import uuid4
 
 import psutil
 import redis
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
@@ -125,6 +126,15 @@ class SideEffectsWorker(SimpleWorker):
     def __init__(self, *args: Any, stopping: threading.Event, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopping = stopping
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, registering the worker again when its record vanished: a Redis
+        restart loses every key, and RQ's loop reconnects without registering, so the worker
+        would run on unseen (no Background jobs row, no registry its jobs are checked against)."""
+        if pipeline is None and not self.connection.exists(self.key):
+            log.warning("worker %s: its record vanished (Redis restarted?): registering", self.name)
+            self.register_birth()
+        super().heartbeat(timeout, pipeline)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         # RQ: the job's timeout + 60 s for a worker that does not fork.

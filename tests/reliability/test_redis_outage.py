@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from rq import Worker
 
+from latency_lab.core.settings import Settings
 from latency_lab.core.toggles import Toggles
 from latency_lab.lab.redis_server import RedisServer
 from latency_lab.lab.supervisor import ProcessSpec, RedisProbe, Supervisor
@@ -222,3 +224,21 @@ def _pings(port: int) -> bool:
             return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_the_worker_is_seen_again_after_a_redis_restart(stack: Stack) -> None:
+    """A restart loses every key, the workers' records with them: each slot registers again,
+    so the Background jobs page lists them and their jobs can be told from abandoned ones."""
+    worker = stack.start_worker()
+
+    def slots() -> int:
+        with redis.Redis.from_url(stack.redis_url) as client:
+            return sum(1 for w in Worker.all(connection=client) if w.pid == worker.pid)
+
+    concurrency = int(stack.env().get("LAB_RQ_CONCURRENCY") or Settings().rq_concurrency)
+    assert eventually(lambda: slots() == concurrency, timeout_s=30), f"{slots()} slots"
+    stack.kill_redis()
+    stack.start_redis()
+
+    back = eventually(lambda: slots() == concurrency, timeout_s=30)
+    assert back, f"{slots()} of {concurrency} slots registered again"
