@@ -67,7 +67,8 @@ class ServiceContext:
         client = connect_redis(
             settings.redis_url, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, retries=REDIS_RETRIES
         )
-        # Cache lookups, invalidations and enqueues show as Redis spans in the request's trace.
+        # Redis commands are spans of the request (a store after a miss, an invalidation); a
+        # lookup's and an enqueue's own commands are folded into their spans (caches, offload).
         instrument_redis(client, lab_telemetry.tracer_provider)
         state = SharedState(client, restore_lost_state=True)
         engine = build_engine(settings.resolved_database_url)

@@ -126,6 +126,19 @@ class SideEffectsWorker(SimpleWorker):
     def __init__(self, *args: Any, stopping: threading.Event, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopping = stopping
+        # The job's thread ends its execution (cleanup_execution: execution = None) while this
+        # slot may be heartbeating it: one at a time, and no heartbeat for a finished execution.
+        self._execution_lock = threading.Lock()
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        with self._execution_lock:
+            if self.execution is None:  # the job ended meanwhile: nothing left to keep alive
+                return
+            super().maintain_heartbeats(job)
+
+    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
+        with self._execution_lock:
+            super().cleanup_execution(job, pipeline)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         """RQ's heartbeat, registering the worker again when its record vanished: a Redis
@@ -145,7 +158,11 @@ class SideEffectsWorker(SimpleWorker):
         worker does while its work horse runs)."""
         self.prepare_execution(job)
         name = f"{threading.current_thread().name}-job"
-        runner = threading.Thread(target=self.perform_job, args=(job, queue), name=name)
+        # A daemon: past STOP_WAIT_S a stop leaves a running job to RQ (abandoned, retried)
+        # instead of waiting for it at interpreter exit.
+        runner = threading.Thread(
+            target=self.perform_job, args=(job, queue), name=name, daemon=True
+        )
         runner.start()
         runner.join(self.job_monitoring_interval)
         while runner.is_alive():
@@ -194,7 +211,9 @@ def prepare_process(settings: Settings) -> tuple[redis.Redis, telemetry.ProcessT
     client = connect_redis(settings.redis_url, socket_timeout_s=5)
     # Named, so that a stop can find this process's blocked dequeues (CLIENT LIST).
     client.connection_pool.connection_kwargs["client_name"] = CLIENT_NAME.format(pid=os.getpid())
-    state = SharedState(client)
+    # Its own client: RQ raises the socket timeout of the client its workers use (to 15 s),
+    # and the world must keep following the shared state within a second.
+    state = SharedState(connect_redis(settings.redis_url, socket_timeout_s=5))
     engine = build_engine(settings.resolved_database_url, pool_size=settings.rq_concurrency)
     instrument_engine(engine, lab.tracer_provider)
     inject_round_trip(engine, lambda: state.world.db_round_trip_ms)
@@ -243,7 +262,9 @@ class WorkerSlots:
 
     def run(self) -> None:
         slots = [
-            threading.Thread(target=self.work_until_stopped, args=(n,), name=f"slot-{n}")
+            threading.Thread(
+                target=self.work_until_stopped, args=(n,), name=f"slot-{n}", daemon=True
+            )
             for n in range(1, self.concurrency + 1)
         ]
         for slot in slots:

@@ -152,7 +152,11 @@ class PostgresListener(Listener):
         connection = psycopg.connect(
             **self._connect_args, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
         )
-        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(outbox.WAKEUP_CHANNEL)))
+        try:
+            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(outbox.WAKEUP_CHANNEL)))
+        except BaseException:
+            connection.close()  # else every failed attempt (once a second) leaks a connection
+            raise
         self._connection = connection
 
     def _receive(self, timeout_s: float) -> list[str]:
