@@ -17,6 +17,7 @@ from tests.reliability.conftest import Stack
 TOGGLES = "eager_loading=on,redis_cache=on,async_offload=off"
 CONCURRENT = 24
 WAVES = 3
+TTL_S = 3
 
 
 def burst(url: str, path: str, count: int) -> list[int]:
@@ -43,12 +44,14 @@ def burst(url: str, path: str, count: int) -> list[int]:
 
 def test_a_hot_key_expiring_under_load_is_computed_once_per_expiry(stack: Stack) -> None:
     stack.set_world(db_round_trip_ms=50.0)  # the recomputation takes a while: followers pile up
-    url = stack.start_service(workers=2, threads=16, LAB_REDIS_CACHE_TTL="1")
+    # TTL 3 s: every request of a wave arrives well within the entry's life, even on a busy
+    # machine (with 1 s a straggler could find it expired and lead a second computation).
+    url = stack.start_service(workers=2, threads=16, LAB_REDIS_CACHE_TTL=str(TTL_S))
     started_ns = time.time_ns()
 
     for wave in range(WAVES):
         if wave:
-            time.sleep(1.6)  # the entry (TTL 1 s) has expired
+            time.sleep(TTL_S + 0.6)  # the entry has expired
         assert burst(url, "/api/leads?limit=50", CONCURRENT) == [200] * CONCURRENT
 
     store = TraceStore(stack.trace_store_url).create()

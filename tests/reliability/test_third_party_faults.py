@@ -3,6 +3,7 @@ degradation. Offloaded: retried with backoff, then visible in the failed-job reg
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,9 +100,14 @@ def test_offloaded_failures_retry_with_backoff_then_land_in_the_failed_registry(
     failed = eventually(lambda: stack.failed_jobs(), timeout_s=40, interval_s=0.2)
     took = time.monotonic() - started
     assert failed == [f"enrich_lead-{_event_id(stack, 'enrich_lead')}"], stack.log("worker")
-    counts = collect_calls(stack.thirdparty)["counts"]
-    assert counts["enrichment"]["failed"] == 4  # the first try and three retries
-    assert took >= 1 + 2 + 5  # the retries waited 1, 2 and 5 s
+    calls = collect_calls(stack.thirdparty)
+    assert calls["counts"]["enrichment"]["failed"] == 4  # the first try and three retries
+    tries = sorted(c["received_at"] for c in calls["calls"] if c["provider"] == "enrichment")
+    waits = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    # The retries waited 1, 2 and 5 s: RQ schedules a retry in whole seconds (its scheduled-job
+    # registry scores by the second), so each may start up to a second early, never sooner.
+    assert len(waits) == 3 and all(w >= d - 1 for w, d in zip(waits, (1, 2, 5), strict=True)), waits
+    assert took >= sum(waits)
     assert eventually(lambda: stack.outbox_counts()["failed"] == 1, timeout_s=15)
     assert stack.outbox_counts()["delivered"] == 2  # email and analytics went through
     assert deliveries(collect_calls(stack.thirdparty), "email", lead_id) == 1
